@@ -1,0 +1,98 @@
+"""The one place where user arrays become float32 CHW in [0, 1], and come back.
+
+Any dtype and range goes in; the result has the input's dtype and range. Spatial sizes are padded
+(never cropped) to what the network needs and cropped back afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Intensity", "to_channels_first", "from_channels_first", "pad_to_multiple", "check_finite"]
+
+
+def check_finite(array: np.ndarray, name: str = "image") -> None:
+    if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            raise ValueError(
+                f"the {name} contains {int(bad.sum())} NaN or infinite value(s); "
+                "replace them (or mask them for inpainting) before restoring"
+            )
+
+
+def to_channels_first(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    """(H, W) or channels anywhere -> (C, H, W)."""
+    if channel_axis is None:
+        if image.ndim != 2:
+            raise ValueError(
+                f"an image of shape {image.shape} needs channel_axis: "
+                "restore() takes 2D planes, with or without one channel axis"
+            )
+        return image[None]
+    if image.ndim != 3:
+        raise ValueError(
+            f"an image of shape {image.shape} with channel_axis={channel_axis} must have 3 "
+            "dimensions (height, width and channels)"
+        )
+    return np.moveaxis(image, channel_axis, 0)
+
+
+def from_channels_first(chw: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    if channel_axis is None:
+        return chw[0]
+    return np.moveaxis(chw, 0, channel_axis)
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """How stored values map to [0, 1]: ``value = low + unit * (high - low)``.
+
+    uint8 and float images already in [0, 1] keep their nominal range (so σ = 25/255 means what
+    it says); other images (uint16 microscopy, floats in any range) are stretched per channel
+    from their minimum to their maximum so that the network sees its full output range.
+    """
+
+    low: np.ndarray  # (C, 1, 1)
+    high: np.ndarray  # (C, 1, 1)
+    dtype: np.dtype
+
+    @classmethod
+    def of(cls, chw: np.ndarray) -> Intensity:
+        channels = chw.shape[0]
+        if chw.dtype == np.uint8:
+            low, high = np.zeros(channels), np.full(channels, 255.0)
+        elif np.issubdtype(chw.dtype, np.floating) and chw.min() >= 0 and chw.max() <= 1:
+            low, high = np.zeros(channels), np.ones(channels)
+        elif chw.dtype == bool:
+            low, high = np.zeros(channels), np.ones(channels)
+        else:
+            flat = chw.reshape(channels, -1).astype(np.float64)
+            low, high = flat.min(axis=1), flat.max(axis=1)
+            high = np.where(high > low, high, low + 1)
+        shape = (channels, 1, 1)
+        return cls(low.reshape(shape), high.reshape(shape), chw.dtype)
+
+    def to_unit(self, chw: np.ndarray) -> np.ndarray:
+        unit = (chw.astype(np.float64) - self.low) / (self.high - self.low)
+        return np.clip(unit, 0.0, 1.0).astype(np.float32)
+
+    def from_unit(self, unit: np.ndarray) -> np.ndarray:
+        values = self.low + np.asarray(unit, dtype=np.float64) * (self.high - self.low)
+        if np.issubdtype(self.dtype, np.integer) or self.dtype == bool:
+            info = np.iinfo(self.dtype) if self.dtype != bool else None
+            values = np.rint(values)
+            if info is not None:
+                values = np.clip(values, info.min, info.max)
+        return values.astype(self.dtype)
+
+
+def pad_to_multiple(chw: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Reflect-pad height and width up to a multiple; returns the padded array and (H, W)."""
+    _, h, w = chw.shape
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        chw = np.pad(chw, ((0, 0), (0, ph), (0, pw)), mode="symmetric")
+    return chw, (h, w)

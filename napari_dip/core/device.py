@@ -1,0 +1,64 @@
+"""The one place that picks the compute device and the CPU thread count."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+__all__ = ["available_devices", "select_device", "choose_threads", "torch_threads"]
+
+
+def available_devices() -> list[str]:
+    """Devices usable here, best first; always ends with ``"cpu"``."""
+    devices = []
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    devices.append("cpu")
+    return devices
+
+
+def select_device(request: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks cuda, then mps, then cpu; an explicit request must be available."""
+    if isinstance(request, torch.device):
+        return request
+    request = str(request).lower()
+    present = available_devices()
+    if request == "auto":
+        return torch.device(present[0])
+    kind = request.split(":")[0]
+    if kind not in ("cuda", "mps", "cpu"):
+        raise ValueError(f"unknown device {request!r}; choose auto, {', '.join(present)}")
+    if kind not in present:
+        raise ValueError(f"device {request!r} is not available here; available: {', '.join(present)}")
+    return torch.device(request)
+
+
+def choose_threads(pixels: int, requested: int | None = None) -> int:
+    """CPU threads for a fit on an image of ``pixels`` network pixels.
+
+    Small images spend most of each step in per-operator overhead, which extra threads only add
+    to (measured: benchmarks/threads.py); large images split well across cores.
+    """
+    if requested:
+        return max(1, int(requested))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if pixels <= 128 * 128:
+        return 1
+    return cores
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with ``count`` intra-op threads, then restore the previous setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,231 @@
+"""The one optimisation loop: fit f_θ(z) so that A(f_θ(z)) matches the observation.
+
+``fit`` is a generator. It yields a :class:`Progress` after every step and returns a
+:class:`FitResult`; a caller cancels by no longer iterating (``close()``), which is all a shell's
+Cancel button has to do.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Generator
+
+import numpy as np
+import torch
+
+from .networks import build_network
+from .operators import ForwardOperator
+from .presets import Settings
+from .stopping import WindowedVarianceStopper
+
+__all__ = ["Progress", "FitResult", "fit", "STOP_REASONS"]
+
+STOP_REASONS = {
+    "auto": "stopped automatically: the output stopped improving",
+    "iterations": "reached the iteration limit",
+}
+
+
+@dataclass
+class Progress:
+    """One optimisation step. ``preview``/``output`` (unit-range CHW arrays of the averaged and
+    the raw output) are only filled on preview steps."""
+
+    iteration: int
+    iterations: int
+    loss: float
+    elapsed: float
+    eta: float | None
+    preview: np.ndarray | None = None
+    output: np.ndarray | None = None
+    backtracked: bool = False
+
+
+@dataclass
+class FitResult:
+    image: np.ndarray
+    iterations: int
+    stop_reason: str
+    elapsed: float
+    best_iteration: int | None = None
+    losses: list[float] = field(default_factory=list)
+    backtracks: int = 0
+
+
+_PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _autocast(device: torch.device, precision: str):
+    try:
+        dtype = _PRECISIONS[precision]
+    except KeyError:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(_PRECISIONS)}") from None
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def fit(
+    observation: torch.Tensor,
+    operator: ForwardOperator,
+    settings: Settings,
+    *,
+    out_channels: int,
+    out_shape: tuple[int, int],
+    known: torch.Tensor | None = None,
+    seed: int = 0,
+    device: torch.device = torch.device("cpu"),
+    preview_seconds: float | None = 2.0,
+    preview_iterations: int | None = None,
+) -> Generator[Progress, None, FitResult]:
+    """Fit a fresh network to ``observation`` (1, C, h, w) through ``operator``.
+
+    ``known`` (h, w) bool marks the observed pixels that count in the loss (padding and
+    pixels to inpaint are excluded). Previews are produced every ``preview_seconds`` of wall
+    time and/or every ``preview_iterations`` steps.
+    """
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_network("skip", in_channels=settings.input_depth, out_channels=out_channels,
+                            **settings.network_kwargs())
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    net = net.to(device=device, memory_format=memory_format)
+    operator = operator.to(device)
+    observation = observation.to(device=device, dtype=torch.float32)
+
+    generator = torch.Generator(device=device).manual_seed(seed)
+    code_shape = (1, settings.input_depth, *out_shape)
+    code = torch.rand(code_shape, generator=generator, device=device) * settings.input_scale
+    code = code.contiguous(memory_format=memory_format)
+    jitter = torch.empty_like(code)
+
+    weight = None
+    if known is not None:
+        weight = known.to(device=device, dtype=torch.float32)[None, None]
+        known_count = weight.sum() * observation.shape[1]
+        if float(known_count) == 0:
+            raise ValueError("no pixel of the image is known: nothing to fit")
+
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    stopper = (
+        WindowedVarianceStopper(settings.stop_window, settings.stop_patience, settings.min_iterations)
+        if settings.auto_stop
+        else None
+    )
+
+    average: torch.Tensor | None = None
+    best_average: torch.Tensor | None = None
+    checkpoint = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
+    checkpoint_loss = math.inf
+    losses: list[float] = []
+    backtracks = 0
+    last_preview = time.perf_counter()
+    stop_reason = "iterations"
+    step_times: list[float] = []
+    fit_start = time.perf_counter()
+    iteration = 0
+
+    for iteration in range(settings.iterations):
+        step_start = time.perf_counter()
+        net_input = code
+        if settings.reg_noise_std > 0:
+            net_input = code + jitter.normal_(generator=generator) * settings.reg_noise_std
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(device, settings.precision):
+            out = net(net_input)
+        out = out.float()
+        residual = operator(out) - observation
+        if weight is None:
+            loss = residual.square().mean()
+        else:
+            loss = (residual.square() * weight).sum() / known_count
+        loss.backward()
+        loss_value = float(loss.detach())
+
+        backtracked = False
+        if not math.isfinite(loss_value) or loss_value > settings.backtrack_ratio * checkpoint_loss:
+            # The fit jumped away (Adam occasionally does at high learning rates): go back to
+            # the last good weights instead of averaging garbage into the result.
+            net.load_state_dict(checkpoint[0])
+            optimizer.load_state_dict(checkpoint[1])
+            backtracks += 1
+            backtracked = True
+        else:
+            optimizer.step()
+            out = out.detach()
+            if average is None:
+                average = out.clone()
+            else:
+                average.mul_(settings.ema).add_(out, alpha=1 - settings.ema)
+            if (iteration + 1) % settings.checkpoint_every == 0:
+                checkpoint = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
+                checkpoint_loss = loss_value
+            elif checkpoint_loss == math.inf:
+                checkpoint_loss = loss_value
+        losses.append(loss_value)
+
+        if stopper is not None and not backtracked:
+            if stopper.observe(iteration, out):
+                best_average = average.clone()
+
+        now = time.perf_counter()
+        step_times.append(now - step_start)
+        done = iteration + 1
+        stopping = stopper is not None and stopper.should_stop
+        want_preview = (
+            (preview_seconds is not None and now - last_preview >= preview_seconds)
+            or (preview_iterations is not None and done % preview_iterations == 0)
+            or stopping
+            or done == settings.iterations
+        )
+        preview = output = None
+        if want_preview and average is not None:
+            last_preview = now
+            preview = _to_numpy(average)
+            output = _to_numpy(out)
+        yield Progress(
+            iteration=done,
+            iterations=settings.iterations,
+            loss=loss_value,
+            elapsed=now - start,
+            eta=_eta(done, settings, stopper, step_times),
+            preview=preview,
+            output=output,
+            backtracked=backtracked,
+        )
+        if stopping:
+            stop_reason = "auto"
+            break
+
+    final = best_average if (stop_reason == "auto" and best_average is not None) else average
+    if final is None:
+        raise RuntimeError("the fit produced no valid output: every step diverged")
+    return FitResult(
+        image=_to_numpy(final),
+        iterations=iteration + 1,
+        stop_reason=stop_reason,
+        elapsed=time.perf_counter() - fit_start,
+        best_iteration=(stopper.best_iteration + 1) if stopper is not None and stopper.best_iteration >= 0 else None,
+        losses=losses,
+        backtracks=backtracks,
+    )
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor[0].detach().float().cpu().numpy()
+
+
+def _eta(done: int, settings: Settings, stopper: WindowedVarianceStopper | None, step_times: list[float]) -> float:
+    """Seconds left: the iteration cap, or sooner if auto-stop's patience will run out first."""
+    recent = step_times[-20:]
+    per_step = sorted(recent)[len(recent) // 2]
+    remaining = settings.iterations - done
+    if stopper is not None and stopper.best_iteration >= 0:
+        by_patience = stopper.best_iteration + 1 + stopper.patience - done
+        remaining = min(remaining, max(by_patience, settings.min_iterations - done, 0))
+    return remaining * per_step

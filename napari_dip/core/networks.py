@@ -1,0 +1,157 @@
+"""Generator networks f_θ, built by name from a small registry.
+
+The default is the encoder-decoder with skip connections of the Deep Image Prior paper
+(Ulyanov et al., CVPR 2018, supplementary material), laid out to match the official defaults:
+stride-2 downsampling, reflection padding, BatchNorm + LeakyReLU, a 1×1 convolution after every
+upsampling step and a sigmoid output. With 32 input channels, 5 scales of 128 channels, 4-channel
+skips and 3 output channels it has 2,217,831 parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["SkipNet", "build_network", "NETWORKS", "count_parameters"]
+
+
+def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, pad: str = "reflection") -> nn.Module:
+    """A convolution that keeps the spatial size (divided by ``stride``)."""
+    padding = (kernel - 1) // 2
+    if padding == 0:
+        return nn.Conv2d(in_ch, out_ch, kernel, stride=stride)
+    if pad == "reflection":
+        return nn.Sequential(nn.ReflectionPad2d(padding), nn.Conv2d(in_ch, out_ch, kernel, stride=stride))
+    return nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding)
+
+
+def _conv_bn_act(in_ch: int, out_ch: int, kernel: int, stride: int = 1, pad: str = "reflection") -> nn.Sequential:
+    return nn.Sequential(
+        _conv(in_ch, out_ch, kernel, stride, pad),
+        nn.BatchNorm2d(out_ch),
+        nn.LeakyReLU(0.2, inplace=True),
+    )
+
+
+class _Level(nn.Module):
+    """One scale of the U: a skip branch and a deeper branch, joined and decoded.
+
+    ``inner`` is the next (coarser) level, or ``None`` at the bottom.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        down_ch: int,
+        up_ch: int,
+        skip_ch: int,
+        inner: _Level | None,
+        inner_out_ch: int,
+        upsample_mode: str,
+        pad: str,
+        kernel_down: int = 3,
+        kernel_up: int = 3,
+    ) -> None:
+        super().__init__()
+        self.skip = _conv_bn_act(in_ch, skip_ch, 1, pad=pad) if skip_ch else None
+        deeper = [
+            _conv_bn_act(in_ch, down_ch, kernel_down, stride=2, pad=pad),
+            _conv_bn_act(down_ch, down_ch, kernel_down, pad=pad),
+        ]
+        if inner is not None:
+            deeper.append(inner)
+        deeper.append(nn.Upsample(scale_factor=2, mode=upsample_mode, **_align(upsample_mode)))
+        self.deeper = nn.Sequential(*deeper)
+        joined = skip_ch + inner_out_ch
+        self.join_norm = nn.BatchNorm2d(joined)
+        self.decode = nn.Sequential(
+            _conv_bn_act(joined, up_ch, kernel_up, pad=pad),
+            _conv_bn_act(up_ch, up_ch, 1, pad=pad),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        deep = self.deeper(x)
+        if self.skip is not None:
+            deep = torch.cat([self.skip(x), deep], dim=1)
+        return self.decode(self.join_norm(deep))
+
+
+def _align(mode: str) -> dict:
+    return {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+
+
+class SkipNet(nn.Module):
+    """Encoder-decoder with skip connections (the DIP paper's "skip" architecture).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of the input code z and of the produced image.
+    channels : int
+        Width of every encoder and decoder level.
+    scales : int
+        Number of levels; the input's height and width must be divisible by ``2 ** scales``.
+    skip_channels : int
+        Channels of the 1×1 skip branch at each level (0 disables skips).
+    upsample_mode : str
+        ``"bilinear"`` (paper denoising/super-resolution) or ``"nearest"`` (paper inpainting).
+    pad : str
+        ``"reflection"`` (paper) or ``"zero"``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 32,
+        out_channels: int = 3,
+        *,
+        channels: int = 128,
+        scales: int = 5,
+        skip_channels: int = 4,
+        upsample_mode: str = "bilinear",
+        pad: str = "reflection",
+    ) -> None:
+        super().__init__()
+        if scales < 1:
+            raise ValueError(f"scales must be at least 1, got {scales}")
+        self.scales = scales
+        inner: _Level | None = None
+        # Build from the coarsest level outwards so each level can wrap the next one.
+        for level in reversed(range(scales)):
+            level_in = in_channels if level == 0 else channels
+            inner = _Level(
+                level_in,
+                channels,
+                channels,
+                skip_channels,
+                inner,
+                channels,
+                upsample_mode,
+                pad,
+            )
+        self.body = inner
+        self.head = nn.Sequential(nn.Conv2d(channels, out_channels, 1), nn.Sigmoid())
+
+    @property
+    def size_multiple(self) -> int:
+        return 2**self.scales
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(z))
+
+
+NETWORKS: dict[str, Callable[..., nn.Module]] = {"skip": SkipNet}
+
+
+def build_network(name: str, **kwargs) -> nn.Module:
+    """Build a registered network by name; ``kwargs`` are the constructor's arguments."""
+    try:
+        factory = NETWORKS[name]
+    except KeyError:
+        raise ValueError(f"unknown network {name!r}; choose one of {sorted(NETWORKS)}") from None
+    return factory(**kwargs)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,144 @@
+"""Forward operators A: what the observation would look like if the network's image were true.
+
+Every task is the same fit of ``A(f(z))`` to the observation; only ``A`` changes. Operators are
+``nn.Module`` s so that their buffers (masks, kernels) follow ``.to(device)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ForwardOperator",
+    "IdentityOperator",
+    "InpaintOperator",
+    "DownsampleOperator",
+    "BlurOperator",
+    "FeatureOperator",
+    "lanczos2_kernel",
+]
+
+
+class ForwardOperator(nn.Module):
+    """Maps an image at the network's resolution to the observation's space.
+
+    ``scale`` is how many network pixels one observed pixel spans (1 except for
+    super-resolution). ``known`` is a boolean (H, W) tensor in observation space, or ``None``
+    when every observed pixel is known; the engine combines it with the padding mask.
+    """
+
+    scale: int = 1
+
+    def known(self) -> torch.Tensor | None:
+        return None
+
+
+class IdentityOperator(ForwardOperator):
+    """Denoising and JPEG artifact removal: the observation is the image itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class InpaintOperator(ForwardOperator):
+    """Inpainting: only the known pixels are observed.
+
+    Parameters
+    ----------
+    fill : (H, W) bool array
+        True where the pixel is missing and must be filled.
+    """
+
+    def __init__(self, fill: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("_known", torch.from_numpy(~np.asarray(fill, dtype=bool)))
+
+    def known(self) -> torch.Tensor:
+        return self._known
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Missing pixels are excluded from the loss by ``known``; the product keeps A linear
+        # and makes the operator meaningful on its own.
+        return x * self._known.to(x.dtype)
+
+
+def lanczos2_kernel(factor: int) -> np.ndarray:
+    """The 2D Lanczos2 anti-aliasing kernel used by the DIP paper for ×``factor`` downsampling.
+
+    Size ``4 * factor - 1``, taps at ``k / factor`` for integer ``k``, normalised to sum 1.
+    """
+    taps = np.arange(-(2 * factor - 1), 2 * factor) / factor
+    weights = np.sinc(taps) * np.sinc(taps / 2)
+    kernel = np.outer(weights, weights)
+    return kernel / kernel.sum()
+
+
+class _DepthwiseConv(ForwardOperator):
+    """Shared machinery: convolve every channel with one 2D kernel, replicate-padded."""
+
+    def __init__(self, kernel: np.ndarray, stride: int) -> None:
+        super().__init__()
+        kernel = np.asarray(kernel, dtype=np.float32)
+        self.register_buffer("_kernel", torch.from_numpy(kernel.copy())[None, None])
+        kh, kw = kernel.shape
+        # Odd kernels are centred; even ones are centred to within half a pixel.
+        self._pad = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+        self._stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        weight = self._kernel.to(x.dtype).expand(channels, 1, -1, -1)
+        padded = F.pad(x, self._pad, mode="replicate")
+        return F.conv2d(padded, weight, stride=self._stride, groups=channels)
+
+
+class DownsampleOperator(_DepthwiseConv):
+    """Super-resolution: Lanczos2 blur, then keep every ``factor``-th pixel."""
+
+    def __init__(self, factor: int) -> None:
+        if factor < 2:
+            raise ValueError(f"super-resolution scale must be at least 2, got {factor}")
+        super().__init__(lanczos2_kernel(factor), stride=factor)
+        self.scale = factor
+
+
+class BlurOperator(_DepthwiseConv):
+    """Deblurring: convolution with a known point-spread function (normalised to sum 1)."""
+
+    def __init__(self, psf: np.ndarray) -> None:
+        psf = np.asarray(psf, dtype=np.float64)
+        if psf.ndim != 2:
+            raise ValueError(f"the PSF must be a 2D array, got shape {psf.shape}")
+        if not np.all(np.isfinite(psf)) or np.any(psf < 0) or psf.sum() <= 0:
+            raise ValueError("the PSF must be finite, non-negative and not all zero")
+        super().__init__(psf / psf.sum(), stride=1)
+
+
+class FeatureOperator(ForwardOperator):
+    """Network inversion: the observation is ``features(image)`` for a user-given torch module.
+
+    The module's parameters are frozen; the result is an image whose features match.
+    """
+
+    def __init__(self, features: nn.Module) -> None:
+        super().__init__()
+        self.features = features.eval()
+        for p in self.features.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+def psf_gaussian(sigma: float, size: int | None = None) -> np.ndarray:
+    """A normalised 2D Gaussian PSF, for tests, benchmarks and the command line."""
+    size = size or 2 * math.ceil(3 * sigma) + 1
+    r = np.arange(size) - (size - 1) / 2
+    g = np.exp(-(r**2) / (2 * sigma**2))
+    k = np.outer(g, g)
+    return k / k.sum()
