@@ -12,8 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from . import io
 
 EXIT_BAD_INPUT = 2
@@ -59,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 def _restore(args: argparse.Namespace) -> int:
     from .core import consume, restore_iter
 
+    io.check_format(args.output)
     if args.input is not None:
         if args.output.resolve() == args.input.resolve():
             raise ValueError(f"the output {args.output} is the input file; choose another name")

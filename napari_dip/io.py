@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_image", "write_image", "read_psf", "SAMPLES", "sample_image", "sample_input"]
+__all__ = ["check_format", "read_image", "write_image", "read_psf", "SAMPLES", "sample_image", "sample_input"]
 
 _TIFF = {".tif", ".tiff"}
 _PIL = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -20,7 +20,9 @@ SAMPLES = {
 }
 
 
-def _suffix(path: Path) -> str:
+def check_format(path: str | Path) -> str:
+    """The lower-case suffix of a supported image file, or a clear error."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _TIFF | _PIL:
         raise ValueError(f"unsupported file type {path.suffix!r} for {path}: use PNG, JPEG or TIFF")
@@ -29,7 +31,7 @@ def _suffix(path: Path) -> str:
 
 def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
-    suffix = _suffix(path)
+    suffix = check_format(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     if suffix in _TIFF:
@@ -47,7 +49,7 @@ def read_image(path: str | Path) -> np.ndarray:
 def write_image(path: str | Path, image: np.ndarray) -> None:
     """Write ``image``; TIFF keeps any dtype, PNG keeps uint8 and 16-bit grayscale, JPEG uint8."""
     path = Path(path)
-    suffix = _suffix(path)
+    suffix = check_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix in _TIFF:
         import tifffile

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Callable, Generator
+from typing import Any
 
 import numpy as np
 import torch
@@ -150,17 +151,14 @@ def restore_iter(
     factor = int(scale) if task == "sr" else 1
     fill = _spatial_mask(mask, spatial) if task == "inpaint" else None
     multiple = 2**settings.scales
-    if min(spatial) * factor < multiple:
-        raise ValueError(
-            f"the image ({spatial[0]}×{spatial[1]}) is too small for a {settings.scales}-scale network: "
-            f"each side must be at least {-(-multiple // factor)} pixels"
-        )
-
     intensity = Intensity.of(chw)
     unit = intensity.to_unit(chw)
     # Pad the observation so that the network's output (factor × larger) divides by 2^scales;
     # padded pixels are excluded from the loss, and the result is cropped back.
-    padded, (h, w) = pad_to_multiple(unit, multiple // math.gcd(multiple, factor))
+    # The coarsest level needs at least 2×2 pixels (BatchNorm statistics, reflection padding).
+    padded, (h, w) = pad_to_multiple(
+        unit, multiple // math.gcd(multiple, factor), minimum=-(-2 * multiple // factor)
+    )
     known = np.zeros(padded.shape[1:], dtype=bool)
     known[:h, :w] = True
     if fill is not None:
@@ -292,17 +290,19 @@ def restore(
 def consume(run: Generator[Progress, None, Restoration], progress=None) -> Restoration:
     """Drive a run to the end, reporting to a tqdm bar (``progress=True``) or a callable."""
     bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(unit="it", dynamic_ncols=True)
     try:
         while True:
             event = next(run)
-            if bar is not None:
+            if progress is True:
+                if bar is None:
+                    # Created on the first event, so bad input fails before any bar is drawn.
+                    from tqdm.auto import tqdm
+
+                    bar = tqdm(total=event.iterations, unit="it", dynamic_ncols=True)
                 bar.total = event.iterations
                 bar.n = event.iteration
-                bar.set_postfix(loss=f"{event.loss:.2e}", left=f"{event.eta:.0f}s" if event.eta else "?", refresh=False)
+                left = f"{event.eta:.0f}s" if event.eta is not None else "?"
+                bar.set_postfix(loss=f"{event.loss:.2e}", left=left, refresh=False)
                 bar.refresh()
             elif callable(progress):
                 progress(event)

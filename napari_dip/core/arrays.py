@@ -89,10 +89,14 @@ class Intensity:
         return values.astype(self.dtype)
 
 
-def pad_to_multiple(chw: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Reflect-pad height and width up to a multiple; returns the padded array and (H, W)."""
+def pad_to_multiple(chw: np.ndarray, multiple: int, minimum: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
+    """Mirror-pad height and width up to a multiple of ``multiple`` and at least ``minimum``.
+
+    Returns the padded array and the original (H, W).
+    """
     _, h, w = chw.shape
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        chw = np.pad(chw, ((0, 0), (0, ph), (0, pw)), mode="symmetric")
+    target_h = max(-(-h // multiple) * multiple, -(-minimum // multiple) * multiple)
+    target_w = max(-(-w // multiple) * multiple, -(-minimum // multiple) * multiple)
+    if (target_h, target_w) != (h, w):
+        chw = np.pad(chw, ((0, 0), (0, target_h - h), (0, target_w - w)), mode="symmetric")
     return chw, (h, w)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Generator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Generator
 
 import numpy as np
 import torch
@@ -78,7 +78,7 @@ def fit(
     out_shape: tuple[int, int],
     known: torch.Tensor | None = None,
     seed: int = 0,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | None = None,
     preview_seconds: float | None = 2.0,
     preview_iterations: int | None = None,
 ) -> Generator[Progress, None, FitResult]:
@@ -89,6 +89,7 @@ def fit(
     time and/or every ``preview_iterations`` steps.
     """
     start = time.perf_counter()
+    device = device or torch.device("cpu")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_network("skip", in_channels=settings.input_depth, out_channels=out_channels,

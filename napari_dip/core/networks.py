@@ -9,7 +9,7 @@ skips and 3 output channels it has 2,217,831 parameters.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -1,0 +1,226 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio as psnr
+
+from napari_dip import restore, restore_iter
+from napari_dip.core import fit, preset_settings
+from napari_dip.core.networks import SkipNet, count_parameters
+from napari_dip.core.operators import DownsampleOperator, IdentityOperator, lanczos2_kernel
+
+
+def noisy_copy(image: np.ndarray, sigma: float = 25 / 255, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(image + sigma * rng.standard_normal(image.shape), 0, 1).astype(np.float32)
+
+
+def test_core_imports_no_qt_or_napari():
+    code = (
+        "import sys, napari_dip.core, napari_dip.cli\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'vispy')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_paper_network_has_official_parameter_count():
+    assert count_parameters(SkipNet(32, 3)) == 2_217_831
+
+
+def test_lanczos2_kernel_is_normalised_and_symmetric():
+    kernel = lanczos2_kernel(4)
+    assert kernel.shape == (15, 15)
+    assert kernel.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(kernel, kernel.T)
+    np.testing.assert_allclose(kernel, kernel[::-1, ::-1])
+
+
+def test_downsample_operator_keeps_constant_images_and_divides_size():
+    x = torch.full((1, 3, 32, 48), 0.25)
+    y = DownsampleOperator(4)(x)
+    assert y.shape == (1, 3, 8, 12)
+    torch.testing.assert_close(y, torch.full_like(y, 0.25))
+
+
+def test_denoising_raises_psnr_well_above_noisy_input(camera48, tiny):
+    noisy = noisy_copy(camera48)
+    restored = restore(noisy, iterations=300, lr=0.02, **tiny)
+    assert psnr(camera48, restored) > psnr(camera48, noisy) + 4
+
+
+def test_inpainting_beats_mean_fill_on_missing_pixels(astronaut48, tiny):
+    rng = np.random.default_rng(1)
+    mask = rng.random(astronaut48.shape[:2]) < 0.5
+    damaged = astronaut48.copy()
+    damaged[mask] = 0
+    restored = restore(damaged, "inpaint", mask=mask, iterations=300, lr=0.02, **tiny)
+    mean_fill = damaged.copy()
+    mean_fill[mask] = astronaut48[~mask].mean(axis=0)
+    error_dip = np.abs(restored[mask] - astronaut48[mask]).mean()
+    error_mean = np.abs(mean_fill[mask] - astronaut48[mask]).mean()
+    assert error_dip < 0.6 * error_mean
+    # Known pixels stay close to what was observed.
+    assert np.abs(restored[~mask] - astronaut48[~mask]).mean() < 0.05
+
+
+def test_super_resolution_beats_nearest_neighbour(camera48, tiny):
+    low = DownsampleOperator(2)(torch.from_numpy(camera48)[None, None])[0, 0].numpy()
+    restored = restore(low, "sr", scale=2, iterations=300, lr=0.02, **tiny)
+    assert restored.shape == camera48.shape
+    nearest = np.kron(low, np.ones((2, 2), dtype=np.float32))
+    assert psnr(camera48, restored) > psnr(camera48, nearest) + 0.3
+
+
+def test_deblurring_fits_the_blurred_observation_with_a_sharper_image(camera48, tiny):
+    from napari_dip.core.operators import BlurOperator, psf_gaussian
+
+    blur = BlurOperator(psf_gaussian(1.5))
+    blurred = blur(torch.from_numpy(camera48)[None, None])[0, 0].numpy()
+    restored = restore(blurred, "deblur", psf=psf_gaussian(1.5), iterations=300, lr=0.02, **tiny)
+    reblurred = blur(torch.from_numpy(restored)[None, None])[0, 0].numpy()
+    assert psnr(blurred, reblurred) > 30
+
+    def detail(image):
+        return np.abs(np.diff(image, axis=0)).mean() + np.abs(np.diff(image, axis=1)).mean()
+
+    assert detail(restored) > 1.1 * detail(blurred)
+
+
+def test_same_seed_same_result_and_other_seed_differs(camera48, tiny):
+    noisy = noisy_copy(camera48)
+    a = restore(noisy, iterations=20, seed=3, **tiny)
+    b = restore(noisy, iterations=20, seed=3, **tiny)
+    c = restore(noisy, iterations=20, seed=4, **tiny)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize(
+    "dtype, low, high",
+    [(np.uint8, 0, 255), (np.uint16, 1000, 5000), (np.float32, 0.0, 1.0), (np.float64, -3.0, 7.5)],
+)
+def test_dtype_and_range_are_kept(camera48, tiny, dtype, low, high):
+    image = (low + camera48 * (high - low)).astype(dtype)
+    restored = restore(image, iterations=150, lr=0.03, **tiny)
+    assert restored.dtype == dtype
+    assert restored.shape == image.shape
+    assert restored.min() >= low - 1e-6 and restored.max() <= high + 1e-6
+    # Same intensity scale: the mean of the restoration is near the input's.
+    assert abs(float(restored.mean()) - float(image.mean())) < 0.15 * (high - low)
+
+
+@pytest.mark.parametrize("shape, channel_axis", [((37, 53), None), ((37, 53, 3), None), ((5, 37, 53), 0),
+                                                 ((37, 53, 4), -1)])
+def test_odd_sizes_and_channel_layouts_come_back_unchanged(tiny, shape, channel_axis):
+    image = np.random.default_rng(0).random(shape).astype(np.float32)
+    restored = restore(image, iterations=3, channel_axis=channel_axis, **tiny)
+    assert restored.shape == shape
+
+
+def test_images_smaller_than_the_network_are_padded_not_refused():
+    image = np.random.default_rng(0).random((9, 20)).astype(np.float32)
+    assert restore(image, iterations=2, threads=1).shape == (9, 20)
+
+
+def test_super_resolution_of_odd_size_is_exactly_scaled(tiny):
+    image = np.random.default_rng(0).random((37, 53, 3)).astype(np.float32)
+    assert restore(image, "sr", scale=2, iterations=3, **tiny).shape == (74, 106, 3)
+
+
+def test_input_is_not_modified(camera48, tiny):
+    noisy = noisy_copy(camera48)
+    before = noisy.copy()
+    restore(noisy, iterations=5, **tiny)
+    np.testing.assert_array_equal(noisy, before)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"task": "inpaint", "mask": np.ones((10, 10))},
+         r"mask shape \(10, 10\) does not match the image's spatial shape \(48, 48\)"),
+        ({"task": "inpaint", "mask": np.zeros((48, 48))}, "mask is empty"),
+        ({"task": "inpaint"}, "inpainting needs a mask"),
+        ({"task": "sr"}, "needs a scale"),
+        ({"task": "sr", "scale": 2.5}, "whole number"),
+        ({"task": "deblur"}, "needs a PSF"),
+        ({"task": "unmix"}, "unknown task 'unmix'"),
+        ({"task": "denoise", "scale": 4}, "scale is only used for super-resolution"),
+        ({"task": "denoise", "iterations": 0}, "iterations must be at least 1"),
+        ({"task": "denoise", "device": "tpu"}, "unknown device 'tpu'"),
+        ({"task": "denoise", "learning_rate": 0.1}, "unknown setting"),
+    ],
+)
+def test_bad_input_gives_clear_error(camera48, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        restore(camera48, **kwargs)
+
+
+def test_nan_and_bad_shapes_are_refused(camera48):
+    with_nan = camera48.copy()
+    with_nan[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        restore(with_nan)
+    with pytest.raises(ValueError, match="needs channel_axis"):
+        restore(np.zeros((5, 48, 48)))
+
+
+def test_generator_yields_progress_and_can_be_cancelled(camera48, tiny):
+    run = restore_iter(camera48, iterations=500, preview_seconds=None, preview_iterations=2, **tiny)
+    events = [next(run) for _ in range(4)]
+    run.close()
+    assert [e.iteration for e in events] == [1, 2, 3, 4]
+    assert all(e.iterations == 500 and e.loss > 0 and e.eta is not None for e in events)
+    assert events[1].preview.shape == camera48.shape and events[0].preview is None
+
+
+def test_generator_returns_restoration_with_metadata(camera48, tiny):
+    run = restore_iter(camera48, iterations=5, seed=7, **tiny)
+    events = list(_drain(run))
+    result = events[-1]
+    assert result.iterations == 5 and result.stop_reason == "iterations" and result.seed == 7
+    assert result.metadata()["settings"]["iterations"] == 5
+
+
+def _drain(run):
+    try:
+        while True:
+            yield next(run)
+    except StopIteration as done:
+        yield done.value
+
+
+class ExplodingOperator(IdentityOperator):
+    """Returns NaN once, as a diverging fit would, to exercise backtracking."""
+
+    def __init__(self, explode_at: int) -> None:
+        super().__init__()
+        self.calls = 0
+        self.explode_at = explode_at
+
+    def forward(self, x):
+        self.calls += 1
+        return x * float("nan") if self.calls == self.explode_at else x
+
+
+def test_divergence_restores_last_good_weights(camera48):
+    settings = preset_settings("denoise", "paper").updated(iterations=30, channels=8, scales=2)
+    run = fit(torch.from_numpy(camera48)[None, None], ExplodingOperator(12), settings,
+              out_channels=1, out_shape=camera48.shape, preview_seconds=None)
+    events = list(_drain(run))
+    result = events[-1]
+    assert result.backtracks == 1
+    assert sum(e.backtracked for e in events[:-1]) == 1
+    assert np.isfinite(result.image).all()
+
+
+def test_paper_presets_match_official_settings():
+    denoise = preset_settings("denoise", "paper")
+    assert (denoise.iterations, denoise.lr, denoise.reg_noise_std, denoise.auto_stop) == (3000, 0.01, 1 / 30, False)
+    sr4, sr8 = preset_settings("sr", "paper", 4), preset_settings("sr", "paper", 8)
+    assert (sr4.iterations, sr4.reg_noise_std) == (2000, 0.03)
+    assert (sr8.iterations, sr8.reg_noise_std) == (4000, 0.05)
