@@ -14,35 +14,55 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from problems import PROBLEMS  # noqa: E402
 
-from napari_dip.core import restore_iter  # noqa: E402
+from napari_dip.core import resolve_settings, restore_iter  # noqa: E402
+from napari_dip.core.stopping import WindowedVarianceStopper  # noqa: E402
 
 
 def record(problem, preset: str, every: int, out: Path, threads: int | None, **advanced) -> dict:
+    """Run once with automatic stopping off, scoring every ``every`` iterations.
+
+    The same stopping rule the engine uses watches every output alongside, so one run gives
+    both the whole curve and exactly where (and with what PSNR) auto-stop would have stopped:
+    stopping changes nothing in the fit itself, only when it ends.
+    """
+    settings = resolve_settings(problem.task, preset, problem.kwargs.get("scale"), **advanced)
     run = restore_iter(
         problem.observed, problem.task, preset=preset, seed=0, threads=threads,
-        preview_seconds=None, preview_iterations=every, **problem.kwargs, **advanced,
+        preview_seconds=None, preview_iterations=1, **problem.kwargs, **{**advanced, "auto_stop": False},
     )
+    watcher = WindowedVarianceStopper(settings.stop_window, settings.stop_patience, settings.min_iterations)
+    auto = {}
+    held = None
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     step_start = start
     step_seconds = []
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["iteration", "seconds", "psnr_raw", "psnr_avg", "ssim_avg", "loss"])
+        writer.writerow(["iteration", "seconds", "psnr_raw", "psnr_avg", "ssim_avg", "loss", "variance"])
         try:
             while True:
                 event = next(run)
                 now = time.perf_counter()
                 step_seconds.append(now - step_start)
-                if event.preview is not None:
+                if watcher.observe(event.iteration - 1, torch.from_numpy(np.asarray(event.output, np.float32))):
+                    held = (event.iteration, event.preview)
+                if watcher.should_stop and not auto:
+                    auto = {"auto_stop_iteration": event.iteration, "auto_best_iteration": held[0],
+                            "auto_psnr": problem.score(held[1])[0], "auto_seconds": now - start}
+                    print(f"auto-stop would stop at {event.iteration}: {auto}", flush=True)
+                if event.iteration % every == 0 or event.iteration == event.iterations:
                     raw, _ = problem.score(event.output)
                     avg, ssim = problem.score(event.preview)
                     writer.writerow([event.iteration, f"{now - start:.2f}", f"{raw:.3f}", f"{avg:.3f}",
-                                     f"{ssim:.4f}", f"{event.loss:.6g}"])
+                                     f"{ssim:.4f}", f"{event.loss:.6g}", f"{watcher.variance:.6g}"])
                     handle.flush()
                     print(f"{event.iteration:5d} {now - start:8.1f}s raw {raw:.2f} avg {avg:.2f}", flush=True)
                 step_start = time.perf_counter()
@@ -51,10 +71,18 @@ def record(problem, preset: str, every: int, out: Path, threads: int | None, **a
     psnr, ssim = problem.score(result.image)
     steps = sorted(step_seconds[5:] or step_seconds)
     return {
-        "psnr": psnr, "ssim": ssim, "iterations": result.iterations, "stop_reason": result.stop_reason,
-        "seconds": time.perf_counter() - start, "seconds_per_iteration": steps[len(steps) // 2],
-        "best_iteration": result.best_iteration,
+        "psnr": psnr, "ssim": ssim, "iterations": result.iterations,
+        "seconds": time.perf_counter() - start, "seconds_per_iteration": steps[len(steps) // 2], **auto,
     }
+
+
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def main() -> None:
@@ -67,10 +95,13 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="advanced settings, e.g. --set channels=64 precision=bfloat16")
     args = parser.parse_args()
+    advanced = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
     kwargs = {"sigma": args.sigma} if args.task == "denoise" else {}
     problem = PROBLEMS[args.task](args.image, args.size, **kwargs)
-    summary = record(problem, args.preset, args.every, args.out, args.threads)
+    summary = record(problem, args.preset, args.every, args.out, args.threads, **advanced)
     print(summary)
 
 
