@@ -224,3 +224,21 @@ def test_paper_presets_match_official_settings():
     sr4, sr8 = preset_settings("sr", "paper", 4), preset_settings("sr", "paper", 8)
     assert (sr4.iterations, sr4.reg_noise_std) == (2000, 0.03)
     assert (sr8.iterations, sr8.reg_noise_std) == (4000, 0.05)
+
+
+def test_network_inversion_matches_features_of_a_frozen_module(camera48):
+    torch.manual_seed(0)
+    features = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, stride=2), torch.nn.ReLU())
+    target = torch.from_numpy(camera48)[None, None]
+    with torch.no_grad():
+        observation = features(target)
+    from napari_dip.core import FeatureOperator
+
+    settings = preset_settings("denoise", "paper").updated(iterations=150, channels=16, scales=3, lr=0.02)
+    run = fit(observation, FeatureOperator(features), settings, out_channels=1, out_shape=camera48.shape,
+              preview_seconds=None)
+    events = list(_drain(run))
+    result = events[-1]
+    assert events[-2].loss < 0.2 * events[0].loss
+    # The inverted image resembles the one whose features were matched.
+    assert np.corrcoef(result.image[0].ravel(), camera48.ravel())[0, 1] > 0.8
