@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ class Restoration:
     threads: int
     best_iteration: int | None = None
     backtracks: int = 0
+    state: dict | None = field(default=None, repr=False)
 
     @property
     def stop_message(self) -> str:
@@ -127,12 +128,16 @@ def restore_iter(
     threads: int | None = None,
     preview_seconds: float | None = 2.0,
     preview_iterations: int | None = None,
+    initial_state: dict | None = None,
+    keep_state: bool = False,
     **advanced,
 ) -> Generator[Progress, None, Restoration]:
     """Generator form of :func:`restore`: yields :class:`Progress` events, returns a
     :class:`Restoration`. Previews in the events are already in the input's dtype and range.
 
-    Stop iterating (or call ``close()``) to cancel. Parameters are those of :func:`restore`.
+    Stop iterating (or call ``close()``) to cancel. Parameters are those of :func:`restore`,
+    plus ``threads``, the preview schedule, and ``initial_state``/``keep_state`` to warm-start
+    from (and hand on) network weights, as plane-by-plane stack restoration does.
     """
     image = np.asarray(image)
     if task not in TASKS:
@@ -184,6 +189,8 @@ def restore_iter(
             device=torch_device,
             preview_seconds=preview_seconds,
             preview_iterations=preview_iterations,
+            initial_state=initial_state,
+            keep_state=keep_state,
         )
         try:
             while True:
@@ -208,6 +215,7 @@ def restore_iter(
         threads=n_threads,
         best_iteration=result.best_iteration,
         backtracks=result.backtracks,
+        state=result.state,
     )
 
 

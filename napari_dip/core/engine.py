@@ -54,6 +54,7 @@ class FitResult:
     best_iteration: int | None = None
     losses: list[float] = field(default_factory=list)
     backtracks: int = 0
+    state: dict | None = None
 
 
 _PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -81,12 +82,18 @@ def fit(
     device: torch.device | None = None,
     preview_seconds: float | None = 2.0,
     preview_iterations: int | None = None,
+    initial_state: dict | None = None,
+    keep_state: bool = False,
 ) -> Generator[Progress, None, FitResult]:
     """Fit a fresh network to ``observation`` (1, C, h, w) through ``operator``.
 
     ``known`` (h, w) bool marks the observed pixels that count in the loss (padding and
     pixels to inpaint are excluded). Previews are produced every ``preview_seconds`` of wall
     time and/or every ``preview_iterations`` steps.
+
+    ``initial_state`` (a network ``state_dict`` from an earlier fit with the same settings)
+    warm-starts the fit, e.g. from the previous plane of a stack; ``keep_state`` returns the
+    final weights in ``FitResult.state`` for that purpose.
     """
     start = time.perf_counter()
     device = device or torch.device("cpu")
@@ -94,6 +101,8 @@ def fit(
         torch.manual_seed(seed)
         net = build_network("skip", in_channels=settings.input_depth, out_channels=out_channels,
                             **settings.network_kwargs())
+    if initial_state is not None:
+        net.load_state_dict(initial_state)
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     net = net.to(device=device, memory_format=memory_format)
     operator = operator.to(device)
@@ -214,6 +223,7 @@ def fit(
         best_iteration=(stopper.best_iteration + 1) if stopper is not None and stopper.best_iteration >= 0 else None,
         losses=losses,
         backtracks=backtracks,
+        state={k: v.detach().cpu().clone() for k, v in net.state_dict().items()} if keep_state else None,
     )
 
 
