@@ -143,7 +143,8 @@ def paper_curve(problem_key: str) -> list[dict] | None:
     if not path.is_file():
         return None
     with path.open() as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    return [row for row in rows if not np.isnan(row["psnr_avg"])]
 
 
 def run_default(problem: Problem, threads: int, **advanced) -> dict:

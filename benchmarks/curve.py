@@ -58,13 +58,18 @@ def record(problem, preset: str, every: int, out: Path, threads: int | None, **a
                     auto = {"auto_stop_iteration": event.iteration, "auto_best_iteration": held[0],
                             "auto_psnr": problem.score(held[1])[0], "auto_seconds": now - start}
                     print(f"auto-stop would stop at {event.iteration}: {auto}", flush=True)
-                if event.iteration % every == 0 or event.iteration == event.iterations:
+                scored = event.iteration % every == 0 or event.iteration == event.iterations
+                raw = avg = ssim = float("nan")
+                if scored:
                     raw, _ = problem.score(event.output)
                     avg, ssim = problem.score(event.preview)
-                    writer.writerow([event.iteration, f"{now - start:.2f}", f"{raw:.3f}", f"{avg:.3f}",
-                                     f"{ssim:.4f}", f"{event.loss:.6g}", f"{watcher.variance:.6g}"])
-                    handle.flush()
                     print(f"{event.iteration:5d} {now - start:8.1f}s raw {raw:.2f} avg {avg:.2f}", flush=True)
+                # Every iteration gets a row (the variance, for evaluating stopping rules offline);
+                # PSNR/SSIM only every ``every`` iterations.
+                writer.writerow([event.iteration, f"{now - start:.2f}", f"{raw:.3f}", f"{avg:.3f}",
+                                 f"{ssim:.4f}", f"{event.loss:.6g}", f"{watcher.variance:.6g}"])
+                if scored:
+                    handle.flush()
                 step_start = time.perf_counter()
         except StopIteration as done:
             result = done.value
