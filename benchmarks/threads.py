@@ -1,0 +1,46 @@
+"""Seconds per iteration by image size, thread count and network settings.
+
+    python benchmarks/threads.py [--sizes 64 128 256] [--threads 1 2]
+
+Measures what ``napari_dip.core.device.choose_threads`` and the default preset's speed settings
+are based on. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from napari_dip.core import restore_iter
+
+CONFIGS = {
+    "paper (fp32, 128 ch)": {"preset": "paper"},
+    "default": {"preset": "default"},
+}
+
+
+def seconds_per_iteration(size: int, threads: int, iterations: int = 12, **kwargs) -> float:
+    image = np.random.default_rng(0).random((size, size, 3)).astype(np.float32)
+    stamps = [time.perf_counter()]
+    for _ in restore_iter(image, iterations=iterations, threads=threads, preview_seconds=None, **kwargs):
+        stamps.append(time.perf_counter())
+    return float(np.median(np.diff(stamps)[3:]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[64, 128, 256])
+    parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    args = parser.parse_args()
+    print("| network | size | " + " | ".join(f"{t} thread(s) s/it" for t in args.threads) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in args.threads) + " |")
+    for name, kwargs in CONFIGS.items():
+        for size in args.sizes:
+            times = [seconds_per_iteration(size, t, **kwargs) for t in args.threads]
+            print(f"| {name} | {size}² RGB | " + " | ".join(f"{s:.3f}" for s in times) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
