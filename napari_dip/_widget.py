@@ -1,0 +1,636 @@
+"""The napari dock widget: pick layers and a task, press Run, watch, get a new layer.
+
+The widget holds no maths. On Run it reads the layers on the GUI thread (``_layer_data``), hands
+plain arrays to the core's generator running in napari's ``thread_worker`` (``_run.drive``), shows
+its progress and previews as they arrive, and adds the result layer in the ``returned`` handler.
+torch and the core are imported when the widget opens, not when napari starts.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from ._layer_data import (
+    LayerDataTuple,
+    Selection,
+    fill_mask,
+    result_layer_data,
+    result_name,
+    select_input,
+)
+from ._run import drive
+from ._widget_settings import load_settings, save_settings
+
+if TYPE_CHECKING:
+    import napari
+
+    from .core import Progress, Restoration, Settings
+
+__all__ = ["TASK_CHOICES", "LayerComboBox", "RestorationWidget", "RunPlan"]
+
+# (label, core task, super-resolution factor): one row per entry of the Task menu.
+TASK_CHOICES: tuple[tuple[str, str, int], ...] = (
+    ("Denoise", "denoise", 1),
+    ("Inpaint (fill painted pixels)", "inpaint", 1),
+    ("Super-resolve ×2", "sr", 2),
+    ("Super-resolve ×4", "sr", 4),
+    ("Super-resolve ×8", "sr", 8),
+    ("Deblur (with a PSF layer)", "deblur", 1),
+    ("Remove JPEG artifacts", "jpeg", 1),
+)
+
+# Settings fields shown under Advanced: (field, label, minimum, maximum, decimals, tooltip).
+# Decimals None means an integer field.
+ADVANCED_FIELDS: tuple[tuple[str, str, float, float, int | None, str], ...] = (
+    ("lr", "Learning rate", 1e-5, 1.0, 5, "Adam step size; lower if the loss jumps around"),
+    ("reg_noise_std", "Input noise", 0.0, 1.0, 4,
+     "σ of the noise added to the network's input each step; it regularises the fit"),
+    ("channels", "Network width", 1, 512, None,
+     "Feature channels per scale: narrower is faster, wider fits more detail"),
+    ("scales", "Network depth", 1, 8, None, "Down/up-sampling levels of the network"),
+)
+
+PREVIEW_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run needs, read from the layers on the GUI thread before it starts, so the
+    result can be placed even if the input layer is changed or removed meanwhile."""
+
+    source: str
+    task: str
+    factor: int
+    selection: Selection
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    rgb: bool
+    colormap: str | None
+    contrast_limits: tuple[float, float]
+    core_kwargs: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return result_name(self.source, self.task, self.factor, self.selection.plane)
+
+    def layer_data(self, image: np.ndarray, name: str, metadata: dict | None = None) -> LayerDataTuple:
+        return result_layer_data(
+            image, name=name, scale=self.scale, translate=self.translate, factor=self.factor,
+            rgb=self.rgb, colormap=self.colormap, reference_limits=self.contrast_limits, metadata=metadata,
+        )
+
+
+class LayerComboBox(QComboBox):
+    """A layer picker that follows the viewer's layer list and keeps its choice while it exists."""
+
+    def __init__(self, layer_type: type, *, none_text: str | None = None, auto_pick: bool = True):
+        super().__init__()
+        self._layer_type = layer_type
+        self._none_text = none_text
+        self._auto_pick = auto_pick
+
+    def refresh(self, layers: Any) -> None:
+        current = self.value()
+        candidates = [layer for layer in layers if isinstance(layer, self._layer_type)]
+        self.blockSignals(True)
+        self.clear()
+        if self._none_text is not None:
+            self.addItem(self._none_text, None)
+        for layer in candidates:
+            self.addItem(layer.name, layer)
+        if any(layer is current for layer in candidates):
+            self.set_value(current)
+        elif self._auto_pick and candidates:
+            self.set_value(candidates[-1])
+        self.blockSignals(False)
+        if self.value() is not current:
+            self.currentIndexChanged.emit(self.currentIndex())
+
+    def value(self) -> Any:
+        return self.currentData()
+
+    def set_value(self, layer: Any) -> None:
+        for index in range(self.count()):
+            if self.itemData(index) is layer:
+                self.setCurrentIndex(index)
+                return
+
+
+def _warm_up_torch() -> None:
+    """Do torch's one-time start-up work now, on the GUI thread, while the widget opens.
+
+    torch's first optimizer construction imports its compiler stack (~800 modules, about a
+    second); done by the worker, those imports hold the GIL in long stretches. And the ~300,000
+    objects torch brings would make Python's next full garbage collection, due soon after, take
+    100-300 ms whichever thread triggers it. Both would freeze the viewer during the first run;
+    paying for them here, once, keeps the run smooth.
+    """
+    import gc
+
+    import torch
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    gc.collect()
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    seconds = round(seconds)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _shows(box: QSpinBox | QDoubleSpinBox, value: float) -> bool:
+    """Whether a spin box displays ``value`` (compared as shown, at the box's precision)."""
+    return box.textFromValue(box.value()) == box.textFromValue(value)
+
+
+def _add_row(form: QFormLayout, label: str, field: QWidget) -> tuple[QLabel, QWidget]:
+    """A form row that can be hidden (QFormLayout.setRowVisible needs Qt 6.4)."""
+    label_widget = QLabel(label)
+    form.addRow(label_widget, field)
+    return label_widget, field
+
+
+def _set_row_visible(row: tuple[QLabel, QWidget], visible: bool) -> None:
+    for widget in row:
+        widget.setVisible(visible)
+
+
+def _spatial_shape(layer: Image) -> tuple[int, int]:
+    shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+    return tuple(shape[-3:-1] if layer.rgb else shape[-2:])
+
+
+def _leading_axes(layer: Image | None) -> int:
+    """Non-spatial, non-RGB axes of an image layer (planes of a stack, time points, channels)."""
+    if layer is None or layer.multiscale:
+        return 0
+    return layer.ndim - 2
+
+
+class RestorationWidget(QWidget):
+    """Deep Image Prior restoration of an image layer, run in a background thread."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__()
+        from .core import available_devices, preset_settings
+
+        _warm_up_torch()
+        self._viewer = napari_viewer
+        self._preset_settings = preset_settings
+        self._worker = None
+        self._cancel = threading.Event()
+        self._plan: RunPlan | None = None
+        self._preview_layer: Image | None = None
+        self.preview_seconds = PREVIEW_SECONDS
+
+        self._build_inputs()
+        self._build_options(available_devices())
+        self._build_run_controls()
+        self._lay_out()
+
+        self._task_preset = self._current_preset()
+        self._restore_settings()
+        self._on_task_changed()
+
+        layer_events = self._viewer.layers.events
+        for emitter in (layer_events.inserted, layer_events.removed, layer_events.reordered, layer_events.renamed):
+            emitter.connect(self._refresh_layers)
+        self._viewer.dims.events.current_step.connect(self._update_plane_note)
+        # A run must not outlive the widget (closing napari mid-run): the worker checks this flag.
+        self.destroyed.connect(self._cancel.set)
+        self._refresh_layers()
+
+    # --- construction -------------------------------------------------------------------------
+
+    def _build_inputs(self) -> None:
+        self.image_picker = LayerComboBox(Image)
+        self.image_picker.currentIndexChanged.connect(self._on_image_changed)
+        self.plane_note = QLabel()
+        self.plane_note.setWordWrap(True)
+        self.channel_picker = QComboBox()
+        self.channel_picker.setToolTip("Restore one axis of the stack as the channels of one image")
+        self.channel_picker.currentIndexChanged.connect(self._update_plane_note)
+        self.task_picker = QComboBox()
+        for label, task, factor in TASK_CHOICES:
+            self.task_picker.addItem(label, (task, factor))
+        self.task_picker.currentIndexChanged.connect(self._on_task_changed)
+        self.mask_picker = LayerComboBox(Labels, none_text="(none)")
+        self.mask_picker.setToolTip("Labels layer whose painted pixels (label above 0) are filled in")
+        self.new_mask_button = QPushButton("New mask")
+        self.new_mask_button.setToolTip("Add an empty labels layer over the image and start painting")
+        self.new_mask_button.clicked.connect(self.new_mask)
+        self.psf_picker = LayerComboBox(Image, none_text="(none)", auto_pick=False)
+        self.psf_picker.setToolTip("2D image layer holding the blur kernel (point-spread function)")
+
+    def _build_options(self, devices: list[str]) -> None:
+        self.iterations = QSpinBox()
+        self.iterations.setRange(0, 1_000_000)
+        self.iterations.setSingleStep(100)
+        self.iterations.setSpecialValueText("auto")
+        self.iterations.setToolTip("auto: the preset's count, stopping early once the output stops improving")
+        self.iterations.valueChanged.connect(self._update_iterations_hint)
+        self.iterations_hint = QLabel()
+        self.advanced: dict[str, QSpinBox | QDoubleSpinBox] = {}
+        for name, _label, low, high, decimals, tooltip in ADVANCED_FIELDS:
+            box = QSpinBox() if decimals is None else QDoubleSpinBox()
+            if decimals is not None:
+                box.setDecimals(decimals)
+                box.setSingleStep(10 ** -(decimals - 1))
+            box.setRange(low, high)
+            box.setToolTip(tooltip)
+            self.advanced[name] = box
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("Same image, settings and seed give the same result")
+        self.device = QComboBox()
+        self.device.addItems(["auto", *devices])
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 256)
+        self.threads.setSpecialValueText("auto")
+        self.threads.setToolTip("CPU threads; auto uses one for small images and all cores for large ones")
+
+    def _build_run_controls(self) -> None:
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("Pick an image and a task, then press Run.")
+        self.status.setWordWrap(True)
+
+    def _lay_out(self) -> None:
+        form = QFormLayout()
+        form.addRow("Image", self.image_picker)
+        form.addRow("", self.plane_note)
+        self._channel_row = _add_row(form, "Channels", self.channel_picker)
+        form.addRow("Task", self.task_picker)
+        mask_field = QWidget()
+        mask_row = QHBoxLayout(mask_field)
+        mask_row.setContentsMargins(0, 0, 0, 0)
+        mask_row.addWidget(self.mask_picker, 1)
+        mask_row.addWidget(self.new_mask_button)
+        self._mask_row = _add_row(form, "Mask", mask_field)
+        self._psf_row = _add_row(form, "PSF", self.psf_picker)
+        form.addRow("Iterations", self.iterations)
+        form.addRow("", self.iterations_hint)
+
+        advanced_form = QFormLayout()
+        for name, label, *_ in ADVANCED_FIELDS:
+            advanced_form.addRow(label, self.advanced[name])
+        advanced_form.addRow("Seed", self.seed)
+        advanced_form.addRow("Device", self.device)
+        advanced_form.addRow("Threads", self.threads)
+        advanced_content = QWidget()
+        advanced_content.setLayout(advanced_form)
+        self.advanced_section = QCollapsible("Advanced")
+        self.advanced_section.addWidget(advanced_content)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.advanced_section)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        # Controls whose values a running job was started with: frozen until it ends.
+        self._run_inputs: list[QWidget] = [
+            self.image_picker, self.channel_picker, self.task_picker, self.mask_picker,
+            self.new_mask_button, self.psf_picker, self.iterations, self.advanced_section, self.run_button,
+        ]
+
+    # --- reactions to the viewer and the controls ----------------------------------------------
+
+    def _refresh_layers(self, event: Any = None) -> None:
+        for picker in (self.image_picker, self.mask_picker, self.psf_picker):
+            picker.refresh(self._viewer.layers)
+
+    def _on_image_changed(self, index: int = -1) -> None:
+        layer = self.image_picker.value()
+        previous = self.channel_picker.currentData()
+        self.channel_picker.blockSignals(True)
+        self.channel_picker.clear()
+        self.channel_picker.addItem("none (one plane)", None)
+        if layer is not None and not layer.rgb:
+            shape = layer.data.shape
+            for axis in range(_leading_axes(layer)):
+                self.channel_picker.addItem(f"axis {axis} ({shape[axis]})", axis)
+        self.channel_picker.blockSignals(False)
+        if previous is not None and previous < self.channel_picker.count() - 1:
+            self.channel_picker.setCurrentIndex(previous + 1)
+        _set_row_visible(self._channel_row, self.channel_picker.count() > 1)
+        self._update_plane_note()
+
+    def _update_plane_note(self, *_: Any) -> None:
+        """Say which plane of a stack will be restored: the one the viewer shows."""
+        layer = self.image_picker.value()
+        channel_axis = self.channel_picker.currentData()
+        planes = _leading_axes(layer) - (channel_axis is not None)
+        if planes <= 0:
+            self.plane_note.setVisible(False)
+            return
+        step = self._data_step(layer)
+        position = ", ".join(
+            f"axis {axis} = {step[axis]}" for axis in range(_leading_axes(layer)) if axis != channel_axis
+        )
+        self.plane_note.setText(f"{layer.ndim}D image: restores the displayed plane ({position}).")
+        self.plane_note.setVisible(True)
+
+    def _data_step(self, layer: Image) -> list[int]:
+        """The viewer's current position in the layer's data coordinates (pixel indices)."""
+        return [round(float(value)) for value in layer.world_to_data(self._viewer.dims.point)]
+
+    def _current_task(self) -> tuple[str, int]:
+        return self.task_picker.currentData()
+
+    def _current_preset(self) -> Settings:
+        task, factor = self._current_task()
+        return self._preset_settings(task, "default", factor)
+
+    def _on_task_changed(self, index: int = -1) -> None:
+        task, _ = self._current_task()
+        _set_row_visible(self._mask_row, task == "inpaint")
+        _set_row_visible(self._psf_row, task == "deblur")
+        preset = self._current_preset()
+        # Advanced values still at the old task's preset follow the new one; edited ones stay.
+        for name, box in self.advanced.items():
+            if _shows(box, getattr(self._task_preset, name)):
+                box.setValue(getattr(preset, name))
+        self._task_preset = preset
+        self._update_iterations_hint()
+
+    def _update_iterations_hint(self, *_: Any) -> None:
+        preset = self._task_preset
+        if self.iterations.value() == 0:
+            text = f"preset: up to {preset.iterations}, stopping once the output stops improving"
+        else:
+            text = f"exactly {self.iterations.value()} (preset: up to {preset.iterations}); no automatic stop"
+        self.iterations_hint.setText(text)
+
+    # --- remembered settings ------------------------------------------------------------------
+
+    def _advanced_overrides(self) -> dict[str, float]:
+        """Advanced values the user changed from the task's preset (the others stay exact:
+        the preset's input noise 1/30 is not the 0.0333 its field shows)."""
+        preset = self._current_preset()
+        return {
+            name: box.value() for name, box in self.advanced.items() if not _shows(box, getattr(preset, name))
+        }
+
+    def settings(self) -> dict[str, Any]:
+        """The user's choices, as saved between sessions."""
+        task, factor = self._current_task()
+        return {
+            "task": task,
+            "factor": factor,
+            "iterations": self.iterations.value(),
+            "advanced": self._advanced_overrides(),
+            "seed": self.seed.value(),
+            "device": self.device.currentText(),
+            "threads": self.threads.value(),
+            "advanced_open": self.advanced_section.isExpanded(),
+        }
+
+    def _restore_settings(self) -> None:
+        saved = load_settings()
+        for index, (_, task, factor) in enumerate(TASK_CHOICES):
+            if (task, factor) == (saved.get("task"), saved.get("factor")):
+                self.task_picker.setCurrentIndex(index)
+        preset = self._current_preset()
+        self._task_preset = preset
+        overrides = saved.get("advanced") if isinstance(saved.get("advanced"), dict) else {}
+        for name, box in self.advanced.items():
+            value = overrides.get(name, getattr(preset, name))
+            box.setValue(value if isinstance(value, (int, float)) else getattr(preset, name))
+        for box, key in ((self.iterations, "iterations"), (self.seed, "seed"), (self.threads, "threads")):
+            if isinstance(saved.get(key), int):
+                box.setValue(saved[key])
+        if saved.get("device") in [self.device.itemText(i) for i in range(self.device.count())]:
+            self.device.setCurrentText(saved["device"])
+        if saved.get("advanced_open"):
+            self.advanced_section.expand(animate=False)
+
+    # --- actions ------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def new_mask(self) -> Labels | None:
+        """Add an empty labels layer over the image, select it and switch to painting."""
+        image = self.image_picker.value()
+        if image is None:
+            show_error("napari-dip: pick an image layer first; the mask is made to match it")
+            return None
+        labels = self._viewer.add_labels(
+            np.zeros(_spatial_shape(image), dtype=np.uint8),
+            name=f"{image.name} mask",
+            scale=tuple(image.scale[-2:]),
+            translate=tuple(image.translate[-2:]),
+        )
+        self.mask_picker.set_value(labels)
+        self._viewer.layers.selection.active = labels
+        labels.selected_label = 1
+        labels.brush_size = max(1, min(labels.data.shape) // 25)
+        labels.mode = "paint"
+        return labels
+
+    def run(self) -> None:
+        """Start a run with the current choices; problems become a notification."""
+        if self.running:
+            return
+        try:
+            plan = self._plan_run()
+        except ValueError as exc:
+            self._fail(str(exc))
+            return
+        save_settings(self.settings())
+        from .core import restore_iter
+
+        generator = restore_iter(plan.selection.image, plan.task, **plan.core_kwargs)
+        self._plan = plan
+        self._cancel.clear()
+        self._preview_layer = self._add_preview_layer(plan)
+        worker = create_worker(drive, generator, self._cancel, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._set_running(True)
+        self.status.setText(f"Starting {plan.name} …")
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop the run at its next step; no result layer is added."""
+        if self.running:
+            self._cancel.set()
+            self.status.setText("Cancelling …")
+
+    def _plan_run(self) -> RunPlan:
+        layer = self.image_picker.value()
+        if layer is None:
+            raise ValueError("there is no image layer to restore: open an image (or File → Open Sample → napari-dip)")
+        if layer.multiscale:
+            raise ValueError(
+                f"layer {layer.name!r} is multiscale, which napari-dip cannot restore: "
+                "open one resolution level as a plain image"
+            )
+        task, factor = self._current_task()
+        channel_axis = self.channel_picker.currentData()
+        selection = select_input(layer.data, rgb=layer.rgb, step=self._data_step(layer), channel_axis=channel_axis)
+        kwargs: dict[str, Any] = {
+            "channel_axis": selection.channel_axis,
+            "iterations": self.iterations.value() or None,
+            "seed": self.seed.value(),
+            "device": self.device.currentText(),
+            "threads": self.threads.value() or None,
+            "preview_seconds": self.preview_seconds,
+            **self._advanced_overrides(),
+        }
+        if task == "inpaint":
+            labels = self.mask_picker.value()
+            if labels is None:
+                raise ValueError("inpainting needs a mask: pick a labels layer, or press New mask and paint")
+            kwargs["mask"] = fill_mask(labels.data, image_shape=layer.data.shape, rgb=layer.rgb, selection=selection)
+        if task == "sr":
+            kwargs["scale"] = factor
+        if task == "deblur":
+            kwargs["psf"] = self._psf()
+        axes = [axis for axis in selection.kept_axes if axis < layer.ndim]
+        return RunPlan(
+            source=layer.name,
+            task=task,
+            factor=factor,
+            selection=selection,
+            scale=tuple(float(layer.scale[axis]) for axis in axes),
+            translate=tuple(float(layer.translate[axis]) for axis in axes),
+            rgb=layer.rgb,
+            colormap=None if layer.rgb else layer.colormap.name,
+            contrast_limits=tuple(layer.contrast_limits),
+            core_kwargs=kwargs,
+        )
+
+    def _psf(self) -> np.ndarray:
+        layer = self.psf_picker.value()
+        if layer is None:
+            raise ValueError("deblurring needs a PSF: pick the image layer that holds the blur kernel")
+        psf = np.asarray(layer.data, dtype=np.float64)
+        if psf.ndim != 2:
+            raise ValueError(f"the PSF layer {layer.name!r} must be 2D, got shape {psf.shape}")
+        return psf
+
+    # --- worker signals (all on the GUI thread) -----------------------------------------------
+
+    def _on_progress(self, event: Progress) -> None:
+        self.progress.setRange(0, event.iterations)
+        self.progress.setValue(event.iteration)
+        left = f" · about {_format_seconds(event.eta)} left" if event.eta is not None else ""
+        self.status.setText(f"Iteration {event.iteration} / {event.iterations} · loss {event.loss:.3g}{left}")
+        layer = self._live_preview_layer()
+        if event.preview is not None and layer is not None and not self._cancel.is_set():
+            layer.data = event.preview
+            layer.visible = True
+
+    def _on_returned(self, result: Restoration | None) -> None:
+        if result is None or self._cancel.is_set():
+            self._remove_preview()
+            self.status.setText("Cancelled; no layer was added.")
+            return
+        plan = self._plan
+        metadata = {**result.metadata(), "source_layer": plan.source}
+        if plan.selection.plane:
+            metadata["plane"] = {str(axis): index for axis, index in plan.selection.plane.items()}
+        data, meta, _ = plan.layer_data(result.image, plan.name, metadata)
+        layer = self._live_preview_layer()
+        self._preview_layer = None
+        if layer is None:  # the user deleted the preview layer during the run
+            self._viewer.add_image(data, **meta)
+        else:
+            # The preview layer becomes the result: no second layer creation (about 0.1 s of
+            # vispy set-up on the GUI thread), and it keeps its place, visibility and selection.
+            layer.data = data
+            layer.contrast_limits = meta["contrast_limits"]
+            layer.metadata = meta["metadata"]
+            layer.name = meta["name"]
+            layer.visible = True
+        self.progress.setValue(result.iterations)
+        self.status.setText(
+            f"Done: {result.iterations} iterations in {_format_seconds(result.elapsed)} ({result.stop_message})."
+        )
+
+    def _on_errored(self, exc: Exception) -> None:
+        self._remove_preview()
+        self._fail(str(exc))
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._plan = None
+        self._set_running(False)
+
+    def _fail(self, message: str) -> None:
+        self.status.setText(f"Not run: {message}")
+        show_error(f"napari-dip: {message}")
+
+    def _add_preview_layer(self, plan: RunPlan) -> Image:
+        """The layer previews go to: added hidden when the run starts, shown at the first preview.
+
+        Adding it here, as a direct answer to the click, keeps the layer set-up out of the run.
+        """
+        placeholder = np.zeros(plan.selection.output_shape(plan.factor), dtype=plan.selection.image.dtype)
+        data, meta, _ = plan.layer_data(placeholder, f"{plan.name} [preview]")
+        selection = set(self._viewer.layers.selection)
+        active = self._viewer.layers.selection.active
+        layer = self._viewer.add_image(data, visible=False, **meta)
+        # Leave the user's layer selection (and so the layer controls shown) as it was.
+        self._viewer.layers.selection.clear()
+        self._viewer.layers.selection.update(selection)
+        self._viewer.layers.selection.active = active
+        return layer
+
+    def _live_preview_layer(self) -> Image | None:
+        layer = self._preview_layer
+        return layer if layer is not None and layer in self._viewer.layers else None
+
+    def _remove_preview(self) -> None:
+        layer = self._live_preview_layer()
+        self._preview_layer = None
+        if layer is not None:
+            self._viewer.layers.remove(layer)
+
+    def _set_running(self, running: bool) -> None:
+        for control in self._run_inputs:
+            control.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.progress.setRange(0, 0)  # busy until the first step reports the total
+

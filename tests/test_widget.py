@@ -1,0 +1,297 @@
+"""Headless GUI tests of the dock widget: tiny images, tiny networks, real runs in a thread."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+from qtpy.QtCore import QThreadPool, QTimer
+
+from napari_dip._sample_data import damaged_sample, low_resolution_sample, noisy_sample
+from napari_dip._widget import TASK_CHOICES, RestorationWidget
+from napari_dip._widget_settings import SETTINGS_ENV
+
+TINY_NETWORK = {"channels": 8, "scales": 2}
+
+
+@pytest.fixture(autouse=True)
+def _private_settings(tmp_path, monkeypatch):
+    """Keep remembered widget settings out of the user's config directory."""
+    monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "napari-dip-widget.json"))
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    yield viewer
+    # No run may outlive its test (it would signal into the next test's objects).
+    assert QThreadPool.globalInstance().waitForDone(5000)
+
+
+def make_widget(viewer) -> RestorationWidget:
+    widget = RestorationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return widget
+
+
+def configure(widget: RestorationWidget, task: str = "denoise", factor: int = 1, iterations: int = 20) -> None:
+    widget.task_picker.setCurrentIndex(TASK_CHOICES.index(next(c for c in TASK_CHOICES if c[1:] == (task, factor))))
+    widget.iterations.setValue(iterations)
+    for name, value in TINY_NETWORK.items():
+        widget.advanced[name].setValue(value)
+    widget.threads.setValue(1)
+    widget.preview_seconds = 0.2
+
+
+def run_to_end(qtbot, widget: RestorationWidget, timeout_ms: int = 30_000) -> None:
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout_ms)
+
+
+def new_errors(before: int) -> list[str]:
+    return [str(n.message) for n in notification_manager.records[before:] if n.severity == "error"]
+
+
+def test_widget_opens_from_the_plugin_menu(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dip", "Deep Image Prior restoration")
+    assert isinstance(widget, RestorationWidget)
+    viewer.open_sample("napari-dip", "damaged")
+    assert [layer.name for layer in viewer.layers] == ["damaged camera", "damaged camera mask"]
+    assert widget.image_picker.currentText() == "damaged camera"
+    assert widget.mask_picker.currentText() == "damaged camera mask"
+
+
+def test_run_adds_result_layer(viewer, qtbot):
+    data, meta, _ = noisy_sample(size=40)[0]
+    source = viewer.add_image(data, scale=(2.0, 3.0), translate=(10.0, -5.0), **meta)
+    before = source.data.copy()
+    widget = make_widget(viewer)
+    configure(widget, iterations=25)
+    widget.seed.setValue(7)
+
+    run_to_end(qtbot, widget)
+
+    assert [layer.name for layer in viewer.layers] == ["noisy astronaut", "noisy astronaut (DIP denoise)"]
+    result = viewer.layers["noisy astronaut (DIP denoise)"]
+    assert result.data.shape == (40, 40, 3) and result.data.dtype == np.uint8 and result.rgb
+    np.testing.assert_allclose(result.scale, (2.0, 3.0))
+    np.testing.assert_allclose(result.translate, (10.0, -5.0))
+    assert tuple(result.contrast_limits) == (0, 255)
+    assert result.metadata["task"] == "denoise"
+    assert result.metadata["iterations"] == 25 and result.metadata["seed"] == 7
+    assert result.metadata["settings"]["channels"] == 8
+    assert result.metadata["source_layer"] == "noisy astronaut"
+    assert not np.array_equal(result.data, data)
+    # The input layer is never modified, not even by a view the worker held.
+    assert source.data.tobytes() == before.tobytes()
+    assert "Done: 25 iterations" in widget.status.text()
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+    # The choices are remembered: a widget opened later (a new napari session) starts with them.
+    later = make_widget(viewer)
+    assert later.settings() == widget.settings()
+    assert later.seed.value() == 7 and later.advanced["channels"].value() == 8
+
+
+def test_super_resolution_overlays_the_input(viewer, qtbot):
+    data, meta, _ = low_resolution_sample(size=128)[0]
+    source = viewer.add_image(data, scale=(1.5, 1.5), translate=(4.0, 2.0), **meta)
+    widget = make_widget(viewer)
+    configure(widget, task="sr", factor=2, iterations=10)
+
+    run_to_end(qtbot, widget)
+
+    result = viewer.layers["low-resolution chelsea (DIP sr ×2)"]
+    assert result.data.shape == (64, 64, 3) and result.data.dtype == data.dtype
+    np.testing.assert_allclose(result.scale, (0.75, 0.75))
+    # Both layers cover the same area of the world: the outer pixel edges line up.
+    def edges(layer):
+        return layer.extent.world + np.array([-0.5, 0.5])[:, None] * layer.scale
+
+    np.testing.assert_allclose(edges(result), edges(source))
+
+
+def test_inpainting_changes_only_the_masked_pixels(viewer, qtbot):
+    (image, image_meta, _), (mask, mask_meta, _) = damaged_sample(size=48)
+    viewer.add_image(image, **image_meta)
+    viewer.add_labels(mask, **mask_meta)
+    widget = make_widget(viewer)
+    configure(widget, task="inpaint", iterations=150)
+    widget.advanced["lr"].setValue(0.02)
+
+    run_to_end(qtbot, widget)
+
+    result = viewer.layers["damaged camera (DIP inpaint)"].data.astype(float)
+    change = np.abs(result - image.astype(float))
+    painted = mask > 0
+    assert change[painted].mean() > 40
+    assert change[painted].mean() > 3 * change[~painted].mean()
+
+
+def test_cancel_stops_within_a_second_and_a_second_run_works(viewer, qtbot):
+    data, meta, _ = noisy_sample(size=32)[0]
+    source = viewer.add_image(data, **meta)
+    before = source.data.copy()
+    widget = make_widget(viewer)
+    configure(widget, iterations=1_000_000)
+    widget.preview_seconds = 0.1
+
+    widget.run()
+    preview_name = "noisy astronaut (DIP denoise) [preview]"
+    qtbot.waitUntil(lambda: preview_name in viewer.layers, timeout=20_000)
+    assert not widget.run_button.isEnabled() and not widget.task_picker.isEnabled()
+    assert not widget.advanced_section.isEnabled() and widget.cancel_button.isEnabled()
+
+    start = time.perf_counter()
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=1000)
+    assert time.perf_counter() - start < 1.0
+    assert [layer.name for layer in viewer.layers] == ["noisy astronaut"]
+    assert "Cancelled" in widget.status.text()
+    assert source.data.tobytes() == before.tobytes()
+
+    widget.iterations.setValue(5)
+    run_to_end(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["noisy astronaut", "noisy astronaut (DIP denoise)"]
+
+
+def test_gui_stays_responsive_during_a_run(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    data, meta, _ = noisy_sample(size=64)[0]
+    viewer.add_image(data, **meta)
+    widget = make_widget(viewer)
+    configure(widget, iterations=1_000_000)
+    widget.preview_seconds = 0.5
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+
+    click = time.perf_counter()
+    widget.run()
+    # The click is answered (preview layer added, worker started) once the first step reports;
+    # from then on the run goes on, and so does the measurement: steps, progress, previews.
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=10_000)
+    started = time.perf_counter()
+    timer.start(20)
+    qtbot.wait(3000)
+    timer.stop()
+    # Previews were shown during the window (one every 0.5 s), so their cost is measured too.
+    assert viewer.layers["noisy astronaut (DIP denoise) [preview]"].visible
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=1000)
+
+    gaps = np.diff([started, *ticks])
+    assert len(gaps) > 50
+    print(
+        f"\nlargest GUI gap during a 3 s run: {gaps.max() * 1000:.0f} ms over {len(gaps)} ticks "
+        f"(Run click to first step: {(started - click) * 1000:.0f} ms)"
+    )
+    assert gaps.max() < 0.2
+
+
+def test_bad_mask_is_a_notification(viewer, qtbot):
+    data, meta, _ = noisy_sample(size=32)[0]
+    viewer.add_image(data, **meta)
+    viewer.add_labels(np.ones((16, 16), dtype=np.uint8), name="wrong size")
+    widget = make_widget(viewer)
+    configure(widget, task="inpaint", iterations=5)
+    before = len(notification_manager.records)
+
+    widget.run()
+
+    errors = new_errors(before)
+    assert len(errors) == 1
+    assert "mask shape (16, 16)" in errors[0] and "(32, 32)" in errors[0]
+    assert not widget.running and widget.run_button.isEnabled()
+    assert [layer.name for layer in viewer.layers] == ["noisy astronaut", "wrong size"]
+
+
+def test_core_errors_in_the_worker_are_notifications(viewer, qtbot):
+    # The core checks the values once the run has started, in the worker thread.
+    image = np.zeros((32, 32), dtype=np.float32)
+    image[3, 4] = np.nan
+    viewer.add_image(image, name="speck")
+    widget = make_widget(viewer)
+    configure(widget, iterations=5)
+    before = len(notification_manager.records)
+
+    run_to_end(qtbot, widget)
+
+    errors = new_errors(before)
+    assert len(errors) == 1 and "1 NaN or infinite value" in errors[0]
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert [layer.name for layer in viewer.layers] == ["speck"]
+
+
+def test_missing_inputs_are_notifications(viewer, qtbot):
+    widget = make_widget(viewer)
+    before = len(notification_manager.records)
+    widget.run()
+    assert "no image layer" in new_errors(before)[0]
+
+    viewer.add_image(np.zeros((32, 32), dtype=np.float32), name="plain")
+    configure(widget, task="deblur")
+    before = len(notification_manager.records)
+    widget.run()
+    assert "needs a PSF" in new_errors(before)[0]
+
+    viewer.add_image([np.zeros((64, 64)), np.zeros((32, 32))], multiscale=True, name="pyramid")
+    widget.image_picker.set_value(viewer.layers["pyramid"])
+    before = len(notification_manager.records)
+    widget.run()
+    assert "multiscale" in new_errors(before)[0]
+    assert not widget.running
+
+
+def test_new_mask_matches_the_image_and_starts_painting(viewer):
+    viewer.add_image(np.zeros((2, 40, 30), dtype=np.uint16), name="stack", scale=(5, 0.5, 0.25), translate=(0, 3, 4))
+    widget = make_widget(viewer)
+    configure(widget, task="inpaint")
+    assert widget._mask_row[1].isVisibleTo(widget)
+
+    labels = widget.new_mask()
+
+    assert labels.data.shape == (40, 30) and not labels.data.any()
+    np.testing.assert_allclose(labels.scale, (0.5, 0.25))
+    np.testing.assert_allclose(labels.translate, (3, 4))
+    assert viewer.layers.selection.active is labels
+    assert labels.mode == "paint" and labels.selected_label == 1
+    assert widget.mask_picker.value() is labels
+
+
+def test_stack_restores_the_displayed_plane(viewer, qtbot):
+    rng = np.random.default_rng(0)
+    stack = rng.random((3, 32, 32)).astype(np.float32)
+    viewer.add_image(stack, name="stack", scale=(4, 2, 2), translate=(0, 1, 1))
+    widget = make_widget(viewer)
+    configure(widget, iterations=5)
+    viewer.dims.set_current_step(0, 2)
+    assert widget.plane_note.isVisibleTo(widget) and "axis 0 = 2" in widget.plane_note.text()
+
+    run_to_end(qtbot, widget)
+
+    result = viewer.layers["stack (DIP denoise, plane 0=2)"]
+    assert result.data.shape == (32, 32) and result.data.dtype == np.float32
+    np.testing.assert_allclose(result.scale, (2, 2))
+    np.testing.assert_allclose(result.translate, (1, 1))
+    assert result.metadata["plane"] == {"0": 2}
+
+
+def test_channel_axis_restores_all_channels_with_one_mask(viewer, qtbot):
+    rng = np.random.default_rng(1)
+    channels = rng.integers(0, 4000, size=(2, 32, 32), dtype=np.uint16)
+    viewer.add_image(channels, name="two channels")
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[10:20, 10:20] = 1
+    viewer.add_labels(mask, name="holes")
+    widget = make_widget(viewer)
+    configure(widget, task="inpaint", iterations=5)
+    widget.channel_picker.setCurrentIndex(1)  # "axis 0 (2)"
+    assert not widget.plane_note.isVisibleTo(widget)
+
+    run_to_end(qtbot, widget)
+
+    result = viewer.layers["two channels (DIP inpaint)"]
+    assert result.data.shape == (2, 32, 32) and result.data.dtype == np.uint16

@@ -1,0 +1,161 @@
+"""The widget's pure rules (no Qt, no viewer): what goes in, and the layer that comes out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_dip._layer_data import (
+    contrast_limits_for,
+    fill_mask,
+    result_layer_data,
+    result_name,
+    result_placement,
+    select_input,
+)
+from napari_dip._sample_data import damaged_sample, low_resolution_sample, noisy_sample
+
+
+def test_select_input_copies_a_2d_image():
+    data = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    selection = select_input(data, rgb=False)
+    assert selection.image.shape == (3, 4) and selection.channel_axis is None and selection.plane == {}
+    selection.image[0, 0] = 99
+    assert data[0, 0] == 0  # the worker's array never shares memory with the layer
+
+
+def test_select_input_takes_the_displayed_plane_of_a_stack():
+    data = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    selection = select_input(data, rgb=False, step=(1, 7, 0, 0))  # 7 is past the end: clipped
+    np.testing.assert_array_equal(selection.image, data[1, 2])
+    assert selection.plane == {0: 1, 1: 2}
+    assert selection.kept_axes == (2, 3)
+    assert selection.output_shape(4) == (16, 20)
+
+
+def test_select_input_keeps_a_channel_axis_and_rgb():
+    data = np.zeros((5, 2, 8, 9))
+    selection = select_input(data, rgb=False, step=(3, 0, 0, 0), channel_axis=1)
+    assert selection.image.shape == (2, 8, 9) and selection.channel_axis == 0
+    assert selection.plane == {0: 3} and selection.kept_axes == (1, 2, 3)
+    assert selection.output_shape(2) == (2, 16, 18)
+
+    rgb = np.zeros((4, 8, 9, 3), dtype=np.uint8)
+    selection = select_input(rgb, rgb=True, step=(2, 0, 0))
+    assert selection.image.shape == (8, 9, 3) and selection.channel_axis is None
+    assert selection.kept_axes == (1, 2, 3)
+    assert selection.output_shape(2) == (16, 18, 3)
+
+
+@pytest.mark.parametrize(
+    ("shape", "rgb", "channel_axis", "message"),
+    [
+        ((8, 9, 3), True, 0, "already has its channels last"),
+        ((2, 8, 9), False, 2, "not one of the image's leading axes"),
+        ((8,), False, None, "at least two spatial dimensions"),
+    ],
+)
+def test_select_input_rejects_impossible_choices(shape, rgb, channel_axis, message):
+    with pytest.raises(ValueError, match=message):
+        select_input(np.zeros(shape), rgb=rgb, step=(0,) * len(shape), channel_axis=channel_axis)
+
+
+def test_fill_mask_from_a_2d_labels_layer_for_rgb():
+    image = np.zeros((8, 9, 3), dtype=np.uint8)
+    labels = np.zeros((8, 9), dtype=np.int32)
+    labels[2, 3] = 4
+    labels[5, 5] = -1  # not a painted label
+    mask = fill_mask(labels, image_shape=image.shape, rgb=True, selection=select_input(image, rgb=True))
+    assert mask.dtype == bool and mask.sum() == 1 and mask[2, 3]
+
+
+def test_fill_mask_from_a_stack_of_labels_takes_the_same_plane():
+    image = np.zeros((3, 8, 9))
+    labels = np.zeros((3, 8, 9), dtype=np.uint8)
+    labels[1, 4, 4] = 1
+    labels[2, 0, 0] = 1
+    selection = select_input(image, rgb=False, step=(1, 0, 0))
+    mask = fill_mask(labels, image_shape=image.shape, rgb=False, selection=selection)
+    assert mask.shape == (8, 9) and mask.sum() == 1 and mask[4, 4]
+
+
+def test_fill_mask_painted_in_any_channel_fills_all_channels():
+    image = np.zeros((2, 8, 9))
+    labels = np.zeros((2, 8, 9), dtype=np.uint8)
+    labels[0, 1, 1] = 1
+    labels[1, 2, 2] = 1
+    selection = select_input(image, rgb=False, channel_axis=0)
+    mask = fill_mask(labels, image_shape=image.shape, rgb=False, selection=selection)
+    assert mask.shape == (8, 9) and mask[1, 1] and mask[2, 2] and mask.sum() == 2
+
+
+def test_fill_mask_names_the_shapes_when_they_do_not_match():
+    image = np.zeros((3, 8, 9))
+    selection = select_input(image, rgb=False, step=(0, 0, 0))
+    with pytest.raises(ValueError, match=r"mask shape \(4, 4\) does not match.*\(8, 9\) or \(3, 8, 9\)"):
+        fill_mask(np.ones((4, 4)), image_shape=image.shape, rgb=False, selection=selection)
+    with pytest.raises(ValueError, match="the mask is empty"):
+        fill_mask(np.zeros((8, 9)), image_shape=image.shape, rgb=False, selection=selection)
+
+
+def test_result_name():
+    assert result_name("cells", "denoise") == "cells (DIP denoise)"
+    assert result_name("cells", "sr", 4) == "cells (DIP sr ×4)"
+    assert result_name("stack", "inpaint", plane={0: 5, 1: 2}) == "stack (DIP inpaint, plane 0=5 1=2)"
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_super_resolution_placement_covers_the_same_extent(factor):
+    scale, translate = (3.0, 0.5, 2.0), (7.0, 1.0, -4.0)
+    out_scale, out_translate = result_placement(scale, translate, factor)
+    assert out_scale[0] == 3.0 and out_translate[0] == 7.0  # non-spatial axes untouched
+    n = 10
+    for axis in (1, 2):
+        # Outer pixel edges of n input pixels and of the n * factor output pixels coincide.
+        first_edge = translate[axis] - scale[axis] / 2
+        last_edge = translate[axis] + (n - 0.5) * scale[axis]
+        assert out_scale[axis] == pytest.approx(scale[axis] / factor)
+        assert out_translate[axis] - out_scale[axis] / 2 == pytest.approx(first_edge)
+        assert out_translate[axis] + (n * factor - 0.5) * out_scale[axis] == pytest.approx(last_edge)
+    # The first output pixel's centre moves by (1/s - 1)/2 input pixels.
+    assert out_translate[1] == pytest.approx(translate[1] + (1 / factor - 1) / 2 * scale[1])
+
+
+def test_contrast_limits_follow_the_dtype():
+    assert contrast_limits_for(np.array([3, 9], dtype=np.uint8)) == (0, 255)
+    assert contrast_limits_for(np.array([0.2, 0.4], dtype=np.float32)) == (0, 1)
+    assert contrast_limits_for(np.array([False, True])) == (0, 1)
+    assert contrast_limits_for(np.array([100, 4000], dtype=np.uint16)) == (100, 4000)
+    assert contrast_limits_for(np.array([100, 4000], dtype=np.uint16), reference=(0, 5000)) == (0, 5000)
+    assert contrast_limits_for(np.array([-2.0, 5.0])) == (-2, 5)
+    assert contrast_limits_for(np.array([7, 7], dtype=np.int16)) == (7, 8)
+
+
+def test_result_layer_data_is_a_layer_data_tuple():
+    image = np.zeros((16, 18, 3), dtype=np.uint8)
+    data, meta, kind = result_layer_data(
+        image, name="cat (DIP sr ×2)", scale=(1.0, 1.0), translate=(0.0, 0.0), factor=2, rgb=True,
+        colormap="gray", metadata={"task": "sr"},
+    )
+    assert kind == "image" and data is image
+    assert meta["name"] == "cat (DIP sr ×2)" and meta["rgb"] is True
+    assert meta["scale"] == (0.5, 0.5) and meta["translate"] == (-0.25, -0.25)
+    assert meta["contrast_limits"] == (0, 255) and meta["metadata"] == {"task": "sr"}
+    assert "colormap" not in meta  # RGB layers have none
+
+    _, meta, _ = result_layer_data(np.zeros((4, 4), np.float32), name="x", scale=(2, 2), translate=(1, 1),
+                                   colormap="magenta")
+    assert meta["colormap"] == "magenta" and meta["scale"] == (2, 2)
+
+    with pytest.raises(ValueError, match="one value per non-RGB axis"):
+        result_layer_data(np.zeros((4, 4)), name="x", scale=(1, 1, 1), translate=(0, 0, 0))
+
+
+def test_sample_data():
+    (noisy, meta, kind), = noisy_sample(size=32)
+    assert noisy.shape == (32, 32, 3) and noisy.dtype == np.uint8 and kind == "image"
+    (damaged, _, _), (mask, mask_meta, mask_kind) = damaged_sample(size=48)
+    assert mask_kind == "labels" and mask.shape == damaged.shape == (48, 48)
+    assert 0.02 < (mask > 0).mean() < 0.4 and (damaged[mask > 0] == 255).all()
+    (low, _, _), = low_resolution_sample(size=128)
+    assert low.shape == (32, 32, 3)

@@ -1,0 +1,93 @@
+"""The worker's driver and the remembered settings, without Qt."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from napari_dip._run import RestorationFailed, describe_error, drive
+from napari_dip._widget_settings import SETTINGS_ENV, load_settings, save_settings
+from napari_dip.core import Progress, restore_iter
+
+
+def fake_run(steps: int, previews_at=(), fail_at: int | None = None, closed: list | None = None):
+    """A stand-in for the core's generator: ``steps`` events, returns "done"."""
+    try:
+        for i in range(1, steps + 1):
+            if i == fail_at:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            preview = np.zeros((2, 2)) if i in previews_at else None
+            yield Progress(i, steps, 1.0 / i, 0.0, None, preview, preview)
+        return "done"
+    finally:
+        if closed is not None:
+            closed.append(True)
+
+
+def test_drive_passes_previews_and_throttles_the_rest():
+    events = []
+    run = drive(fake_run(1000, previews_at=(500,)), threading.Event(), report_seconds=60)
+    with pytest.raises(StopIteration) as done:
+        while True:
+            events.append(next(run))
+    assert done.value.value == "done"
+    # The first event, and every preview; nothing else within the minute.
+    assert [event.iteration for event in events] == [1, 500]
+
+
+def test_drive_cancels_before_the_next_step_and_closes_the_run():
+    cancel = threading.Event()
+    closed: list[bool] = []
+    run = drive(fake_run(10**9, closed=closed), cancel, report_seconds=0)
+    assert next(run).iteration == 1
+    cancel.set()
+    with pytest.raises(StopIteration) as done:
+        next(run)
+    assert done.value.value is None and closed == [True]
+
+
+def test_drive_turns_errors_into_one_sentence():
+    run = drive(fake_run(10, fail_at=3), threading.Event(), report_seconds=0)
+    with pytest.raises(RestorationFailed, match="ran out of memory") as failure:
+        list(run)
+    # Not a RuntimeError, which superqt's worker would swallow without emitting `finished`.
+    assert not isinstance(failure.value, RuntimeError)
+
+
+def test_describe_error():
+    assert describe_error(ValueError("mask shape (4, 4) does not match")) == "mask shape (4, 4) does not match"
+    assert "ran out of memory" in describe_error(MemoryError())
+    assert describe_error(KeyError("x")) == "the restoration failed with KeyError: 'x'"
+
+
+def test_drive_over_the_core_cancels_within_a_step():
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    cancel = threading.Event()
+    run = drive(restore_iter(image, iterations=10**6, channels=8, scales=2, threads=1), cancel, report_seconds=0)
+    next(run)
+    cancel.set()
+    start = time.perf_counter()
+    with pytest.raises(StopIteration) as done:
+        next(run)
+    assert done.value.value is None and time.perf_counter() - start < 1.0
+
+
+def test_core_value_errors_come_out_as_they_are():
+    run = drive(restore_iter(np.zeros((8, 8)), "inpaint", mask=np.zeros((4, 4))), threading.Event())
+    with pytest.raises(RestorationFailed, match=r"mask shape \(4, 4\) does not match"):
+        next(run)
+
+
+def test_settings_round_trip_and_survive_a_corrupt_file(tmp_path, monkeypatch):
+    path = tmp_path / "sub" / "widget.json"
+    monkeypatch.setenv(SETTINGS_ENV, str(path))
+    assert load_settings() == {}
+    save_settings({"task": "sr", "factor": 4, "advanced": {"lr": 0.02}})
+    assert load_settings() == {"task": "sr", "factor": 4, "advanced": {"lr": 0.02}}
+    path.write_text("{not json", encoding="utf-8")
+    assert load_settings() == {}
+    path.write_text("[1, 2]", encoding="utf-8")
+    assert load_settings() == {}
