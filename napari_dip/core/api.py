@@ -34,6 +34,7 @@ class Restoration:
     threads: int
     best_iteration: int | None = None
     backtracks: int = 0
+    precision: str = "float32"
     state: dict | None = field(default=None, repr=False)
 
     @property
@@ -52,6 +53,7 @@ class Restoration:
             "device": self.device,
             "threads": self.threads,
             "backtracks": self.backtracks,
+            "precision": self.precision,
             "settings": self.settings.as_dict(),
         }
 
@@ -215,6 +217,7 @@ def restore_iter(
         threads=n_threads,
         best_iteration=result.best_iteration,
         backtracks=result.backtracks,
+        precision=result.precision,
         state=result.state,
     )
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["available_devices", "select_device", "choose_threads", "torch_threads"]
+__all__ = ["available_devices", "select_device", "choose_threads", "torch_threads", "resolve_precision"]
 
 
 def available_devices() -> list[str]:
@@ -51,6 +51,27 @@ def choose_threads(pixels: int, requested: int | None = None) -> int:
     if pixels <= 128 * 128:
         return 1
     return cores
+
+
+def _cpu_has_fast_bfloat16() -> bool:
+    """AVX512-BF16 or AMX: bfloat16 convolutions run natively (elsewhere they are emulated, slowly)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``"auto"`` becomes the fastest precision this device runs natively; others pass through."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cpu" and _cpu_has_fast_bfloat16():
+        return "bfloat16"
+    return "float32"
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .device import resolve_precision
 from .networks import build_network
 from .operators import ForwardOperator
 from .presets import Settings
@@ -54,6 +55,7 @@ class FitResult:
     best_iteration: int | None = None
     losses: list[float] = field(default_factory=list)
     backtracks: int = 0
+    precision: str = "float32"
     state: dict | None = None
 
 
@@ -64,7 +66,8 @@ def _autocast(device: torch.device, precision: str):
     try:
         dtype = _PRECISIONS[precision]
     except KeyError:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(_PRECISIONS)}") from None
+        choices = ", ".join(["auto", *_PRECISIONS])
+        raise ValueError(f"unknown precision {precision!r}; choose one of {choices}") from None
     if dtype is None:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -97,6 +100,7 @@ def fit(
     """
     start = time.perf_counter()
     device = device or torch.device("cpu")
+    precision = resolve_precision(device, settings.precision)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_network("skip", in_channels=settings.input_depth, out_channels=out_channels,
@@ -146,7 +150,7 @@ def fit(
         if settings.reg_noise_std > 0:
             net_input = code + jitter.normal_(generator=generator) * settings.reg_noise_std
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, settings.precision):
+        with _autocast(device, precision):
             out = net(net_input)
         out = out.float()
         residual = operator(out) - observation
@@ -223,6 +227,7 @@ def fit(
         best_iteration=(stopper.best_iteration + 1) if stopper is not None and stopper.best_iteration >= 0 else None,
         losses=losses,
         backtracks=backtracks,
+        precision=precision,
         state={k: v.detach().cpu().clone() for k, v in net.state_dict().items()} if keep_state else None,
     )
 

@@ -32,7 +32,7 @@ class Settings:
     stop_window: int = 100
     stop_patience: int = 500
     min_iterations: int = 200
-    precision: str = "float32"
+    precision: str = "float32"  # or "bfloat16", "float16", "auto" (fastest native one)
     channels_last: bool = False
     backtrack_ratio: float = 10 ** (5 / 10)
     checkpoint_every: int = 100
