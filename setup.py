@@ -23,6 +23,7 @@ setup(
     ],
     extras_require={
         "napari": ["napari>=0.5", "qtpy>=2", "magicgui>=0.8", "pyqt5>=5.15"],
+        "batch": ["dask[distributed]>=2023.1", "zarr>=2.16"],
         "testing": [
             "pytest>=7",
             "pytest-qt>=4",
@@ -33,6 +34,8 @@ setup(
             "pyqt5>=5.15",
             "npe2>=0.7",
             "ruff",
+            "dask[distributed]>=2023.1",
+            "zarr>=2.16",
         ],
         "benchmarks": ["opencv-python-headless", "bm3d"],
     },

@@ -2,6 +2,7 @@
 
     napari-dip restore INPUT -o OUTPUT --task denoise|inpaint|sr|deblur|jpeg [options]
     napari-dip restore --sample astronaut -o restored.png --task denoise
+    napari-dip batch INPUTS -o OUTDIR --task ... [--scheduler ADDRESS | --workers N]
 
 Bad input ends with one line on stderr and exit code 2.
 """
@@ -9,6 +10,8 @@ Bad input ends with one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -25,20 +28,52 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("input", nargs="?", type=Path, help="PNG, JPEG or TIFF image")
     source.add_argument("--sample", choices=sorted(io.SAMPLES), help="use an image bundled with scikit-image")
     run.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
-    run.add_argument("--task", default="denoise", choices=["denoise", "inpaint", "sr", "deblur", "jpeg"])
-    run.add_argument("--mask", type=Path, help="inpainting: image whose nonzero pixels are filled")
-    run.add_argument("--scale", type=int, help="super-resolution factor (2, 4, 8)")
-    run.add_argument("--psf", type=Path, help="deblurring: PSF as an image or .npy file")
+    _add_fit_options(run)
     run.add_argument("--noise", type=float, default=None,
                      help="with --sample: add Gaussian noise of this σ (0-255 scale) first (default 25 for denoise)")
-    run.add_argument("--preset", default="default", choices=["default", "paper"])
-    run.add_argument("--iterations", type=int, help="fix the iteration count (turns automatic stopping off)")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    run.add_argument("--threads", type=int, help="CPU threads (default: chosen by image size)")
     run.add_argument("--size", type=int, default=None, help="with --sample: crop to SIZE×SIZE first")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    batch = commands.add_parser(
+        "batch", help="restore files, folders and the planes of stacks; resumable, optionally on a dask cluster"
+    )
+    batch.add_argument("inputs", nargs="+", type=Path, metavar="INPUTS",
+                       help="image files, folders of them, zarr or TIFF stacks (each plane is one task)")
+    batch.add_argument("-o", "--outdir", type=Path, required=True, help="folder for the outputs")
+    _add_fit_options(batch)
+    batch.add_argument("--tile-size", type=int, help="tile side for big images (default: from free memory)")
+    batch.add_argument("--memory-limit", type=_bytes,
+                       help="memory one fit may use, e.g. 3GB (default: a share of the free memory)")
+    where = batch.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run on this dask scheduler, e.g. tcp://host:8786")
+    where.add_argument("--workers", type=int,
+                       help="worker processes of a local dask cluster (default: one per core, one with CUDA); "
+                            "0 runs here, one item after another")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _add_fit_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--task", default="denoise", choices=["denoise", "inpaint", "sr", "deblur", "jpeg"])
+    command.add_argument("--mask", type=Path, help="inpainting: image whose nonzero pixels are filled")
+    command.add_argument("--scale", type=int, help="super-resolution factor (2, 4, 8)")
+    command.add_argument("--psf", type=Path, help="deblurring: PSF as an image or .npy file")
+    command.add_argument("--preset", default="default", choices=["default", "paper"])
+    command.add_argument("--iterations", type=int, help="fix the iteration count (turns automatic stopping off)")
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    command.add_argument("--threads", type=int, help="CPU threads (default: chosen by image size)")
+
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def _bytes(text: str) -> int:
+    """``3GB``, ``512MiB`` or a plain number of bytes."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]i?)?b?\s*", text.lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 3GB, 512MiB or 3000000000")
+    return int(float(match.group(1)) * _UNITS[match.group(2) or ""])
 
 
 def _fail(message: str) -> int:
@@ -49,7 +84,7 @@ def _fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _restore(args)
+        return _restore(args) if args.command == "restore" else _batch(args)
     except (ValueError, FileNotFoundError, OSError) as error:
         return _fail(str(error))
 
@@ -65,9 +100,7 @@ def _restore(args: argparse.Namespace) -> int:
     else:
         image, mask = io.sample_input(args.sample, args.task, size=args.size, noise=args.noise, scale=args.scale)
     if args.mask is not None:
-        mask = io.read_image(args.mask)
-        if mask.ndim == 3:
-            mask = mask.max(axis=-1)
+        mask = _read_mask(args.mask)
     psf = io.read_psf(args.psf) if args.psf is not None else None
     if args.sample is not None:
         # Keep the degraded sample beside the result, so the two can be compared.
@@ -85,6 +118,43 @@ def _restore(args: argparse.Namespace) -> int:
         f"{result.iterations} iterations in {result.elapsed:.1f} s on {result.device}, {result.stop_message}"
     )
     return 0
+
+
+def _read_mask(path: Path):
+    mask = io.read_image(path)
+    return mask.max(axis=-1) if mask.ndim == 3 else mask
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from . import batch
+
+    if args.workers != 0 and importlib.util.find_spec("distributed") is None:
+        raise ValueError("running a batch on a dask cluster needs dask.distributed: pip install 'napari-dip[batch]'")
+    options = batch.BatchOptions(
+        task=args.task, preset=args.preset, iterations=args.iterations, seed=args.seed, device=args.device,
+        threads=args.threads, scale=args.scale, mask=_read_mask(args.mask) if args.mask is not None else None,
+        psf=io.read_psf(args.psf) if args.psf is not None else None, tile_size=args.tile_size,
+        memory_limit=args.memory_limit,
+    )
+    plan = batch.plan_batch(args.inputs, args.outdir)
+    progress = not args.quiet
+    if args.scheduler is not None:
+        from dask.distributed import Client
+
+        with Client(args.scheduler, timeout="20s") as client:
+            report = batch.run_batch(plan, options, client=client, progress=progress)
+    elif args.workers == 0:
+        report = batch.run_batch(plan, options, progress=progress)
+    else:
+        workers = args.workers or batch.default_workers(options.device)
+        if workers < 0:
+            raise ValueError(f"--workers must be 0 or more, got {workers}")
+        with batch.local_cluster(workers) as client:
+            report = batch.run_batch(plan, batch.local_options(options, workers), client=client, progress=progress)
+    for label, error in report.failed:
+        print(f"napari-dip: failed: {label}: {error}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.failed else 0
 
 
 if __name__ == "__main__":

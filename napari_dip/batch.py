@@ -1,0 +1,454 @@
+"""Batch restoration of files, folders and stacks, serially or on a dask.distributed cluster.
+
+    napari-dip batch INPUTS -o OUTDIR --task ... [--scheduler ADDRESS | --workers N]
+
+Every file, and every plane of a stack, is one task. A finished output is written to a
+temporary file in its folder and then renamed over its final name (``os.replace``), so an
+output that exists is complete: a rerun skips it, and a batch interrupted halfway (a killed
+worker, a killed client, a power cut after the rename) resumes where it stopped. A failing item
+is reported with its error and does not stop the others. When all planes of a stack are done
+they are assembled, one plane at a time, into one TIFF stack.
+
+Workers read their own inputs and write their own outputs, so on a cluster INPUTS and OUTDIR
+must be on a file system every worker sees.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import io
+from .stack_io import STACK_SUFFIXES, open_stack
+
+__all__ = [
+    "BatchItem",
+    "BatchStack",
+    "BatchPlan",
+    "BatchOptions",
+    "BatchReport",
+    "plan_batch",
+    "restore_item",
+    "write_atomically",
+    "run_batch",
+    "local_cluster",
+    "local_options",
+    "default_workers",
+    "IMAGE_SUFFIXES",
+]
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+_PARTIAL = ".partial-"
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One task: a whole image file, or one plane (``position``) of a stack."""
+
+    source: Path
+    output: Path
+    position: tuple[int, ...] | None = None
+    stack_output: Path | None = None
+
+    @property
+    def label(self) -> str:
+        if self.position is None:
+            return str(self.source)
+        return f"{self.source} plane {','.join(map(str, self.position))}"
+
+    @property
+    def done(self) -> bool:
+        """Its output, or its whole stack's, exists (outputs only exist once complete)."""
+        return self.output.exists() or (self.stack_output is not None and self.stack_output.exists())
+
+
+@dataclass(frozen=True)
+class BatchStack:
+    """A stack's assembled output and the plane outputs it is made from, in C order."""
+
+    source: Path
+    output: Path
+    planes: tuple[Path, ...]
+
+
+@dataclass
+class BatchPlan:
+    items: list[BatchItem]
+    stacks: list[BatchStack]
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How every item is restored: the arguments of :func:`~napari_dip.core.api.restore`,
+    the tiling limits, and ``advanced`` Settings fields."""
+
+    task: str = "denoise"
+    preset: str = "default"
+    iterations: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    scale: int | None = None
+    mask: np.ndarray | None = None
+    psf: np.ndarray | None = None
+    tile_size: int | None = None
+    memory_limit: int | None = None
+    advanced: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Fail now, once, rather than once per item on the workers.
+        from .core.api import _check_task_inputs, resolve_settings
+        from .core.device import select_device
+        from .core.presets import TASKS
+
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        _check_task_inputs(self.task, self.mask, self.scale, self.psf)
+        resolve_settings(self.task, self.preset, self.scale, self.iterations, **self.advanced)
+        select_device(self.device)
+
+
+@dataclass
+class BatchReport:
+    """What a run did: outputs written and skipped, stacks assembled, and failures."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    assembled: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        line = f"{len(self.written)} written, {len(self.skipped)} skipped (already done), {len(self.failed)} failed"
+        if self.assembled:
+            line += "; assembled " + ", ".join(str(path) for path in self.assembled)
+        return line
+
+
+def _expand(inputs: list[Path]) -> list[Path]:
+    """Files and stacks named directly, or found (not recursively) in a named folder."""
+    sources = []
+    for path in inputs:
+        if not path.exists():
+            raise FileNotFoundError(f"no such file or folder: {path}")
+        if path.is_dir() and path.suffix.lower() != ".zarr":
+            found = sorted(
+                child for child in path.iterdir()
+                if not child.name.startswith(".")
+                and (child.suffix.lower() in IMAGE_SUFFIXES and child.is_file() or child.suffix.lower() == ".zarr")
+            )
+            if not found:
+                raise ValueError(f"the folder {path} holds no PNG, JPEG, TIFF or zarr input")
+            sources += found
+        else:
+            if path.suffix.lower() != ".zarr":
+                io.check_format(path)
+            sources.append(path)
+    return sources
+
+
+def _source_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape of a TIFF or zarr input (read from its header), ``None`` for other images."""
+    suffix = path.suffix.lower()
+    if suffix == ".zarr":
+        return tuple(open_stack(path).shape)
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tiff:
+            return tuple(tiff.series[0].shape)
+    return None
+
+
+def plan_batch(inputs: list[str | Path], outdir: str | Path) -> BatchPlan:
+    """The items of a batch and where each output goes.
+
+    A 2D image (or RGB(A) image) becomes ``OUTDIR/<its name>`` (JPEG as PNG, zarr as TIFF); a
+    stack ``name.tif`` with more axes becomes one item per plane, written to
+    ``OUTDIR/name_planes/name_<position>.tif`` and assembled into ``OUTDIR/name.tif``.
+
+    Parameters
+    ----------
+    inputs : list of str or Path
+        Image files, folders of them (not searched recursively), zarr or TIFF stacks.
+    outdir : str or Path
+        Folder for the outputs; must not be a folder of inputs.
+
+    Returns
+    -------
+    BatchPlan
+
+    Raises
+    ------
+    ValueError
+        If there is nothing to do, OUTDIR is an input folder, or two inputs share an output.
+    """
+    outdir = Path(outdir)
+    sources = _expand([Path(path) for path in inputs])
+    for source in sources:
+        if source.parent.resolve() == outdir.resolve():
+            raise ValueError(f"the output folder {outdir} holds the input {source}; choose another folder")
+    from .core.stacks import StackLayout
+
+    items: list[BatchItem] = []
+    stacks: list[BatchStack] = []
+    for source in sources:
+        shape = _source_shape(source)
+        layout = StackLayout.of(shape) if shape is not None else None
+        if layout is None or not layout.plane_axes:
+            suffix = {".jpg": ".png", ".jpeg": ".png", ".zarr": ".tif"}.get(source.suffix.lower(), source.suffix)
+            items.append(BatchItem(source, outdir / (source.stem + suffix)))
+            continue
+        stem = source.name.split(".")[0]
+        stack_output = outdir / f"{stem}.tif"
+        digits = [len(str(layout.shape[axis] - 1)) for axis in layout.plane_axes]
+        planes = []
+        for position in layout.positions():
+            name = "_".join(f"{at:0{width}d}" for at, width in zip(position, digits, strict=True))
+            plane = outdir / f"{stem}_planes" / f"{stem}_{name}.tif"
+            planes.append(plane)
+            items.append(BatchItem(source, plane, position, stack_output))
+        stacks.append(BatchStack(source, stack_output, tuple(planes)))
+    owners: dict[Path, Path] = {}
+    for item in items:
+        other = owners.setdefault(item.output, item.source)
+        if other != item.source:
+            raise ValueError(f"the inputs {other} and {item.source} would both be written to {item.output}; rename one")
+    return BatchPlan(items, stacks)
+
+
+def _read(item: BatchItem) -> Any:
+    """The item's image; TIFF and zarr inputs stay lazy, so big images are read tile by tile."""
+    if item.source.suffix.lower() not in STACK_SUFFIXES:
+        return io.read_image(item.source)
+    from .core.stacks import StackLayout
+
+    stack = open_stack(item.source)
+    if item.position is None:
+        return stack
+    return stack[StackLayout.of(tuple(stack.shape)).index(item.position)]
+
+
+def write_atomically(path: Path, image: np.ndarray) -> None:
+    """Write ``image`` to ``path`` so that ``path`` either does not exist or is complete.
+
+    Parameters
+    ----------
+    path : Path
+        PNG, JPEG or TIFF file.
+    image : ndarray
+    """
+    path = Path(path)
+    # Same folder, so the rename cannot cross file systems; same suffix, so the format is kept.
+    partial = path.with_name(f".{path.stem}{_PARTIAL}{uuid.uuid4().hex}{path.suffix}")
+    try:
+        io.write_image(partial, image)
+        _sync(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _sync(path: Path) -> None:
+    """Flush a file to disk, so the rename never exposes a file whose data is still cached."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def restore_item(item: BatchItem, options: BatchOptions) -> Path:
+    """Restore one item and write its output atomically (what each batch task runs).
+
+    Parameters
+    ----------
+    item : BatchItem
+    options : BatchOptions
+
+    Returns
+    -------
+    Path
+        The output written.
+    """
+    from .core import consume
+    from .core.tiling import restore_tiled_iter
+
+    run = restore_tiled_iter(
+        _read(item), options.task, mask=options.mask, scale=options.scale, psf=options.psf,
+        preset=options.preset, iterations=options.iterations, seed=options.seed, device=options.device,
+        threads=options.threads, preview_seconds=None, tile_size=options.tile_size,
+        memory_limit=options.memory_limit, **options.advanced,
+    )
+    write_atomically(item.output, consume(run).image)
+    return item.output
+
+
+def _remove_partials(plan: BatchPlan) -> None:
+    """Delete temporary files left by an interrupted run (never a finished output)."""
+    folders = {item.output.parent for item in plan.items} | {stack.output.parent for stack in plan.stacks}
+    for folder in folders:
+        if folder.is_dir():
+            for partial in folder.glob(f".*{_PARTIAL}*"):
+                partial.unlink(missing_ok=True)
+
+
+def _error_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def run_batch(plan: BatchPlan, options: BatchOptions, *, client: Any = None, progress: bool = True) -> BatchReport:
+    """Restore every item not done yet, then assemble the stacks whose planes are all done.
+
+    Parameters
+    ----------
+    plan : BatchPlan
+        From :func:`plan_batch`.
+    options : BatchOptions
+    client : dask.distributed.Client, optional
+        Run the items as tasks on this client's cluster; ``None`` runs them here, one by one.
+    progress : bool
+        Show a tqdm bar over the items.
+
+    Returns
+    -------
+    BatchReport
+        A failed item is listed there (with its error) instead of stopping the batch.
+    """
+    from tqdm.auto import tqdm
+
+    _remove_partials(plan)
+    report = BatchReport()
+    todo = []
+    for item in plan.items:
+        if item.done:
+            report.skipped.append(item.output)
+        else:
+            todo.append(item)
+    with tqdm(total=len(todo), unit="item", disable=not progress or not todo, dynamic_ncols=True) as bar:
+        for item, error in _outcomes(todo, options, client):
+            if error is None:
+                report.written.append(item.output)
+            else:
+                report.failed.append((item.label, _error_line(error)))
+                bar.write(f"failed: {item.label}: {_error_line(error)}")
+            bar.update()
+    for stack in plan.stacks:
+        if not stack.output.exists() and all(plane.exists() for plane in stack.planes):
+            _assemble(stack)
+            report.assembled.append(stack.output)
+    return report
+
+
+def _outcomes(
+    items: list[BatchItem], options: BatchOptions, client: Any
+) -> Iterator[tuple[BatchItem, BaseException | None]]:
+    """Each item with its error (``None`` on success), in the order they finish."""
+    if client is None:
+        for item in items:
+            try:
+                restore_item(item, options)
+            except Exception as error:  # one bad item must not stop the batch
+                yield item, error
+            else:
+                yield item, None
+        return
+    from dask.distributed import as_completed
+
+    # pure=False: the same item run twice (a rerun) must run again, not reuse a cached result.
+    futures = {client.submit(restore_item, item, options, pure=False): item for item in items}
+    for future in as_completed(futures):
+        item = futures.pop(future)
+        error = future.exception() if future.status == "error" else None
+        if future.status == "cancelled":
+            error = RuntimeError("the task was cancelled (its worker or the scheduler went away)")
+        yield item, error
+
+
+def _assemble(stack: BatchStack) -> None:
+    """Write the stack's planes, read one at a time, into one TIFF, atomically."""
+    import tifffile
+
+    first = tifffile.imread(stack.planes[0])
+    rgb = first.ndim == 3 and first.shape[-1] in (3, 4)
+    partial = stack.output.with_name(f".{stack.output.stem}{_PARTIAL}{uuid.uuid4().hex}{stack.output.suffix}")
+    try:
+        tifffile.imwrite(
+            partial, data=(tifffile.imread(plane) for plane in stack.planes),
+            shape=(len(stack.planes), *first.shape), dtype=first.dtype, photometric="rgb" if rgb else "minisblack",
+        )
+        _sync(partial)
+        os.replace(partial, stack.output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+@contextmanager
+def local_cluster(workers: int) -> Iterator[Any]:
+    """A client on a new cluster of ``workers`` single-threaded worker processes on this machine.
+
+    Parameters
+    ----------
+    workers : int
+
+    Yields
+    ------
+    dask.distributed.Client
+    """
+    from dask.distributed import Client, LocalCluster
+
+    # One thread per worker process: torch runs its own thread pool inside each task.
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers(device: str = "auto") -> int:
+    """Worker processes for a local cluster: one per core on CPU, one for a GPU.
+
+    Parameters
+    ----------
+    device : str
+        The device the items run on.
+
+    Returns
+    -------
+    int
+    """
+    from .core.device import select_device
+
+    return _cores() if select_device(device).type == "cpu" else 1
+
+
+def local_options(options: BatchOptions, workers: int) -> BatchOptions:
+    """Split this machine's cores (and, on CPU, its free memory) between ``workers`` processes.
+
+    Parameters
+    ----------
+    options : BatchOptions
+    workers : int
+
+    Returns
+    -------
+    BatchOptions
+        ``threads`` and ``memory_limit`` filled in where they were not given.
+    """
+    from .core.device import select_device
+    from .core.tiling import available_memory
+
+    threads = options.threads or max(1, _cores() // workers)
+    memory_limit = options.memory_limit
+    device = select_device(options.device)
+    if memory_limit is None and device.type == "cpu":
+        memory_limit = available_memory(device) // (2 * workers)
+    return replace(options, threads=threads, memory_limit=memory_limit)
