@@ -69,10 +69,11 @@ def test_inpainting_beats_mean_fill_on_missing_pixels(astronaut48, tiny):
 
 def test_super_resolution_beats_nearest_neighbour(camera48, tiny):
     low = DownsampleOperator(2)(torch.from_numpy(camera48)[None, None])[0, 0].numpy()
-    restored = restore(low, "sr", scale=2, iterations=300, lr=0.02, **tiny)
+    # A shorter average than the paper's 0.99 suits a run of a few hundred steps.
+    restored = restore(low, "sr", scale=2, iterations=300, lr=0.02, ema=0.95, **tiny)
     assert restored.shape == camera48.shape
     nearest = np.kron(low, np.ones((2, 2), dtype=np.float32))
-    assert psnr(camera48, restored) > psnr(camera48, nearest) + 0.3
+    assert psnr(camera48, restored) > psnr(camera48, nearest) + 1
 
 
 def test_deblurring_fits_the_blurred_observation_with_a_sharper_image(camera48, tiny):

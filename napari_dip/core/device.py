@@ -8,7 +8,14 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["available_devices", "select_device", "choose_threads", "torch_threads", "resolve_precision"]
+__all__ = [
+    "available_devices",
+    "select_device",
+    "choose_threads",
+    "torch_threads",
+    "resolve_precision",
+    "resolve_compile",
+]
 
 
 def available_devices() -> list[str]:
@@ -72,6 +79,19 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     if device.type == "cpu" and _cpu_has_fast_bfloat16():
         return "bfloat16"
     return "float32"
+
+
+def resolve_compile(setting: str | bool, device: torch.device, pixels: int) -> bool:
+    """Whether to compile the network. ``"auto"``: on CPU and CUDA for images of at least 128²
+    network pixels, where the per-step saving repays the compile time (tens of seconds) within a
+    run; small images and MPS stay eager."""
+    if isinstance(setting, bool):
+        return setting
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"unknown compile setting {setting!r}; choose auto, on or off")
+    if setting == "auto":
+        return device.type in ("cpu", "cuda") and pixels >= 128 * 128
+    return setting == "on"
 
 
 @contextmanager

@@ -8,7 +8,8 @@ Planes are read one at a time (``stack[index]``), so a dask or zarr stack is nev
 
 Each plane is restored by :func:`~napari_dip.core.tiling.restore_tiled_iter` (one fit, unless
 the plane is too big for memory) with the same seed. With ``warm_start`` a plane's fit starts from
-the previous plane's final weights: neighbouring planes look alike, so it has less to learn.
+the previous plane's final weights: neighbouring planes look alike, so it has less to learn, and
+it runs a fixed, shorter schedule derived from the first plane's fit (see ``WARM_*`` below).
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ from .progress import overall_progress
 from .tiling import TiledRestoration, TileProgress, restore_tiled_iter
 
 __all__ = ["PlaneProgress", "StackRestoration", "StackLayout", "restore_stack_iter", "restore_stack"]
+
+# A warm-started plane runs this share of the first plane's best iteration count, at this share of
+# its learning rate, without automatic stopping. Measured on a noisy time-lapse
+# (benchmarks/warm_start.py): the first Adam steps at the full rate knock a fitted network far
+# off (they move every weight by about the learning rate), and the variance-based stopper,
+# which expects a fit that starts far from the image, does not find a minimum on a warm one.
+WARM_ITERATION_SHARE = 0.5
+WARM_LR_SHARE = 0.3
 
 
 @dataclass
@@ -50,6 +59,7 @@ class StackRestoration:
     runs: list[dict[str, Any]]
     elapsed: float
     warm_start: bool
+    refit_iterations: int = 0  # of the first plane, to hand on its best weights (warm start)
 
     @property
     def iterations(self) -> list[int]:
@@ -62,6 +72,7 @@ class StackRestoration:
             "task": first["task"],
             "planes": len(self.runs),
             "warm_start": self.warm_start,
+            "refit_iterations": self.refit_iterations,
             "iterations": self.iterations,
             "stop_reasons": [run["stop_reason"] if "stop_reason" in run else run["stop_reasons"] for run in self.runs],
             "elapsed_seconds": round(self.elapsed, 3),
@@ -158,6 +169,7 @@ def restore_stack_iter(
     mask: Any = None,
     scale: int | None = None,
     warm_start: bool = False,
+    warm_iterations: int | None = None,
     out: Any = None,
     **options,
 ) -> Generator[PlaneProgress, None, StackRestoration]:
@@ -178,7 +190,14 @@ def restore_stack_iter(
     scale : int, optional
         Super-resolution factor.
     warm_start : bool
-        Start each plane's fit from the previous plane's final network weights.
+        Start each plane's fit from the previous plane's final network weights, for
+        ``warm_iterations`` at ``WARM_LR_SHARE`` times the learning rate. The first plane is
+        fitted as without warm start; if it stopped automatically, it is refitted up to its best
+        iteration (the same seed retraces the same path) to hand on the weights behind its
+        result rather than those ``stop_patience`` iterations later, which fit noise.
+    warm_iterations : int, optional
+        Iterations of each warm-started plane; default ``WARM_ITERATION_SHARE`` times the first
+        plane's best iteration (the median over tiles).
     out : array-like, optional
         Where to write the planes as they finish (e.g. a zarr array or ``tifffile.memmap``), of
         the result's shape; by default a new numpy array.
@@ -217,19 +236,36 @@ def restore_stack_iter(
     runs: list[dict[str, Any]] = []
     finished: list[float] = []
     states = None
+    warm_options: dict[str, Any] | None = None
+    refit_iterations = 0
     for plane, position in enumerate(layout.positions()):
         plane_start = time.perf_counter()
-        run = restore_tiled_iter(
-            stack[layout.index(position)], task, mask=layout.mask_for(mask, position), scale=scale,
-            channel_axis=layout.plane_channel_axis, initial_states=states, keep_state=warm_start, **options,
+        plane_fit = dict(
+            task=task, mask=layout.mask_for(mask, position), scale=scale, channel_axis=layout.plane_channel_axis,
+            keep_state=warm_start,
         )
+        plane_image = stack[layout.index(position)]
+        run = restore_tiled_iter(plane_image, initial_states=states, **plane_fit, **(warm_options or options))
         result: TiledRestoration = yield from _relay(run, plane, layout.planes, position, finished, start)
-        finished.append(time.perf_counter() - plane_start)
         # Keep the first plane's tile grid: warm-start weights are per tile, and every plane
         # should be cut the same way even if free memory changes meanwhile.
         options["tile_size"] = result.tile_size or max(layout.shape[axis] for axis in layout.spatial_axes)
         options["overlap"] = result.overlap if result.tile_size else None
-        states = result.states if warm_start else None
+        if warm_start and warm_options is None:
+            span, states = _best_span(result), result.states
+            if any(run["stop_reason"] == "auto" for run in result.runs):
+                note = f"warm start: refitting the first plane for its best {span} iterations to hand on those weights"
+                yield PlaneProgress(plane, layout.planes, position, plane / layout.planes,
+                                    time.perf_counter() - start, None, message=note)
+                refit = restore_tiled_iter(plane_image, **plane_fit, **dict(options, iterations=span, auto_stop=False))
+                refitted = yield from _relay(refit, plane, layout.planes, position, finished, start)
+                states, refit_iterations = refitted.states, refitted.iterations
+            lr = result.runs[0]["settings"]["lr"] * WARM_LR_SHARE
+            iterations = warm_iterations or max(1, round(span * WARM_ITERATION_SHARE))
+            warm_options = dict(options, iterations=iterations, lr=lr, auto_stop=False)
+        elif warm_start:
+            states = result.states
+        finished.append(time.perf_counter() - plane_start)
         out[layout.index(position)] = result.image
         runs.append({"plane": list(position), **result.metadata()})
         elapsed = time.perf_counter() - start
@@ -237,7 +273,13 @@ def restore_stack_iter(
             plane, layout.planes, position, (plane + 1) / layout.planes, elapsed,
             elapsed / (plane + 1) * (layout.planes - plane - 1), restored=result.image,
         )
-    return StackRestoration(out, runs, time.perf_counter() - start, warm_start)
+    return StackRestoration(out, runs, time.perf_counter() - start, warm_start, refit_iterations)
+
+
+def _best_span(result: TiledRestoration) -> int:
+    """Iterations to the result of a plane's fit: its best iteration when it stopped by itself."""
+    spans = [run["best_iteration"] if run["stop_reason"] == "auto" else run["iterations"] for run in result.runs]
+    return int(np.median(spans))
 
 
 def _relay(
