@@ -20,10 +20,10 @@ def movie() -> np.ndarray:
 
 def test_planes_equal_restoring_each_plane_alone(movie):
     events = []
-    result = consume(restore_stack_iter(movie, iterations=8, seed=4, **FAST), progress=events.append)
+    result = consume(restore_stack_iter(movie, iterations=4, seed=4, **FAST), progress=events.append)
     assert result.image.shape == movie.shape and result.image.dtype == np.uint8
     for t in range(len(movie)):
-        alone = consume(restore_iter(movie[t], iterations=8, seed=4, **FAST)).image
+        alone = consume(restore_iter(movie[t], iterations=4, seed=4, **FAST)).image
         np.testing.assert_array_equal(result.image[t], alone)
     finished = [event for event in events if event.restored is not None]
     assert [event.index for event in finished] == [(t,) for t in range(6)]
@@ -32,20 +32,41 @@ def test_planes_equal_restoring_each_plane_alone(movie):
     fractions = [event.fraction for event in events]
     assert all(0 <= f <= 1 for f in fractions) and fractions[-1] == 1
     steps = [event for event in events if event.tile is not None]
-    assert len(steps) == 6 * 8 and {event.planes for event in events} == {6}
-    assert result.iterations == [8] * 6 and result.metadata()["planes"] == 6
+    assert len(steps) == 6 * 4 and {event.planes for event in events} == {6}
+    assert result.iterations == [4] * 6 and result.metadata()["planes"] == 6
 
 
 def test_warm_start_begins_each_plane_from_the_previous_fit(movie):
-    first_losses = {}
+    first_losses, results = {}, {}
     for warm in (False, True):
         events = []
-        restore_stack(movie[:3], iterations=20, lr=0.02, seed=1, warm_start=warm, progress=events.append, **FAST)
+        results[warm] = restore_stack(movie[:3], iterations=20, lr=0.02, seed=1, warm_start=warm,
+                                      progress=events.append, **FAST)
         first_losses[warm] = [e.tile.step.loss for e in events if e.tile is not None and e.tile.step.iteration == 1]
     cold, warm = first_losses[False], first_losses[True]
     assert cold[0] == warm[0]  # the first plane has nothing to start from
     # A network already fitted to the previous frame starts far closer to this one.
     assert warm[1] < cold[1] / 3 and warm[2] < cold[2] / 3
+    assert results[True].iterations == [20, 10, 10]
+    assert [run["settings"]["lr"] for run in results[True].runs] == pytest.approx([0.02, 0.006, 0.006])
+    np.testing.assert_array_equal(results[True].image[0], results[False].image[0])
+
+
+def test_warm_start_hands_on_the_weights_at_the_first_plane_s_best_iteration(movie):
+    stopping = dict(iterations=150, auto_stop=True, stop_window=5, stop_patience=10, min_iterations=5, lr=0.02)
+    events = []
+    result = restore_stack(movie[:2], warm_start=True, seed=3, progress=events.append, **stopping, **FAST)
+    first = result.runs[0]
+    assert first["stop_reason"] == "auto" and first["best_iteration"] < first["iterations"]
+    best = first["best_iteration"]
+    assert [event.message for event in events if event.message] == [
+        f"warm start: refitting the first plane for its best {best} iterations to hand on those weights"
+    ]
+    assert result.iterations == [first["iterations"], round(best / 2)] and result.refit_iterations == best
+    # The refit retraces the automatically stopped fit: stopped at its best, it gives its result.
+    fixed = dict(stopping, iterations=best, auto_stop=False)
+    retraced = consume(restore_iter(movie[0], seed=3, **fixed, **FAST)).image
+    np.testing.assert_array_equal(retraced, result.image[0])
 
 
 def test_cancelling_stops_after_the_current_plane_and_keeps_finished_ones(movie):
