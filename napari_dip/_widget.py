@@ -72,6 +72,11 @@ ADVANCED_FIELDS: tuple[tuple[str, str, float, float, int | None, str], ...] = (
 
 PREVIEW_SECONDS = 2.0
 
+# The core's "compile" setting. The widget defaults to "off", unlike the core's default preset:
+# compiling takes tens of seconds before the first step, cannot be cancelled meanwhile, and its
+# Python-heavy work holds the GIL in stretches of up to half a second (the viewer stutters).
+COMPILE_CHOICES = ("off", "auto", "on")
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -270,6 +275,13 @@ class RestorationWidget(QWidget):
         self.threads.setRange(0, 256)
         self.threads.setSpecialValueText("auto")
         self.threads.setToolTip("CPU threads; auto uses one for small images and all cores for large ones")
+        self.compile = QComboBox()
+        self.compile.addItems(COMPILE_CHOICES)
+        self.compile.setToolTip(
+            "Compile the network for faster steps on large images (auto: from 128×128 pixels). "
+            "Compiling takes tens of seconds before the first step, during which Cancel waits "
+            "and the viewer may stutter."
+        )
 
     def _build_run_controls(self) -> None:
         self.run_button = QPushButton("Run")
@@ -306,6 +318,7 @@ class RestorationWidget(QWidget):
         advanced_form.addRow("Seed", self.seed)
         advanced_form.addRow("Device", self.device)
         advanced_form.addRow("Threads", self.threads)
+        advanced_form.addRow("Compile", self.compile)
         advanced_content = QWidget()
         advanced_content.setLayout(advanced_form)
         self.advanced_section = QCollapsible("Advanced")
@@ -417,6 +430,7 @@ class RestorationWidget(QWidget):
             "seed": self.seed.value(),
             "device": self.device.currentText(),
             "threads": self.threads.value(),
+            "compile": self.compile.currentText(),
             "advanced_open": self.advanced_section.isExpanded(),
         }
 
@@ -436,6 +450,8 @@ class RestorationWidget(QWidget):
                 box.setValue(saved[key])
         if saved.get("device") in [self.device.itemText(i) for i in range(self.device.count())]:
             self.device.setCurrentText(saved["device"])
+        if saved.get("compile") in COMPILE_CHOICES:
+            self.compile.setCurrentText(saved["compile"])
         if saved.get("advanced_open"):
             self.advanced_section.expand(animate=False)
 
@@ -515,6 +531,7 @@ class RestorationWidget(QWidget):
             "device": self.device.currentText(),
             "threads": self.threads.value() or None,
             "preview_seconds": self.preview_seconds,
+            "compile": self.compile.currentText(),
             **self._advanced_overrides(),
         }
         if task == "inpaint":

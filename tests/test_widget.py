@@ -82,6 +82,7 @@ def test_run_adds_result_layer(viewer, qtbot):
     assert result.metadata["task"] == "denoise"
     assert result.metadata["iterations"] == 25 and result.metadata["seed"] == 7
     assert result.metadata["settings"]["channels"] == 8
+    assert result.metadata["settings"]["compile"] == "off"  # the widget's default: no compile stall
     assert result.metadata["source_layer"] == "noisy astronaut"
     assert not np.array_equal(result.data, data)
     # The input layer is never modified, not even by a view the worker held.
