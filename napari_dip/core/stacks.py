@@ -252,7 +252,7 @@ def restore_stack_iter(
         options["tile_size"] = result.tile_size or max(layout.shape[axis] for axis in layout.spatial_axes)
         options["overlap"] = result.overlap if result.tile_size else None
         if warm_start and warm_options is None:
-            span, states = _best_span(result), result.states
+            states, span = result.states, _best_span(result)
             if any(run["stop_reason"] == "auto" for run in result.runs):
                 note = f"warm start: refitting the first plane for its best {span} iterations to hand on those weights"
                 yield PlaneProgress(plane, layout.planes, position, plane / layout.planes,
@@ -260,9 +260,7 @@ def restore_stack_iter(
                 refit = restore_tiled_iter(plane_image, **plane_fit, **dict(options, iterations=span, auto_stop=False))
                 refitted = yield from _relay(refit, plane, layout.planes, position, finished, start)
                 states, refit_iterations = refitted.states, refitted.iterations
-            lr = result.runs[0]["settings"]["lr"] * WARM_LR_SHARE
-            iterations = warm_iterations or max(1, round(span * WARM_ITERATION_SHARE))
-            warm_options = dict(options, iterations=iterations, lr=lr, auto_stop=False)
+            warm_options = _warm_options(result, span, options, warm_iterations)
         elif warm_start:
             states = result.states
         finished.append(time.perf_counter() - plane_start)
@@ -274,6 +272,13 @@ def restore_stack_iter(
             elapsed / (plane + 1) * (layout.planes - plane - 1), restored=result.image,
         )
     return StackRestoration(out, runs, time.perf_counter() - start, warm_start, refit_iterations)
+
+
+def _warm_options(first: TiledRestoration, span: int, options: dict, warm_iterations: int | None) -> dict:
+    """Options of the planes after the first when warm-starting (see ``WARM_*``)."""
+    iterations = warm_iterations or max(1, round(span * WARM_ITERATION_SHARE))
+    lr = first.runs[0]["settings"]["lr"] * WARM_LR_SHARE
+    return dict(options, iterations=iterations, lr=lr, auto_stop=False)
 
 
 def _best_span(result: TiledRestoration) -> int:
