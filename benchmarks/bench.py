@@ -138,13 +138,19 @@ def seconds_per_iteration(problem: Problem, preset: str, threads: int, iteration
 # --- DIP runs ------------------------------------------------------------------------------
 
 
-def paper_curve(problem_key: str) -> list[dict] | None:
-    path = RESULTS / f"curve_paper_{problem_key}.csv"
-    if not path.is_file():
-        return None
-    with path.open() as handle:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    return [row for row in rows if not np.isnan(row["psnr_avg"])]
+def paper_curve(task: str, problem_key: str) -> tuple[list[dict], str] | None:
+    """The paper preset's curve for this problem: our own full run if cached, else the official
+    DIP code's curve on the same input (../shared/REFERENCE.md), labelled as such."""
+    ours = RESULTS / f"curve_paper_{problem_key}.csv"
+    official = RESULTS / f"curve_official_{problem_key}.csv"
+    for path, source in ((ours, "our paper preset"), (official, "official DIP code")):
+        if path.is_file():
+            with path.open() as handle:
+                rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+            for row in rows:
+                row.setdefault("iteration", row.get("iter"))
+            return [row for row in rows if not np.isnan(row["psnr_avg"])], source
+    return None
 
 
 def run_default(problem: Problem, threads: int, **advanced) -> dict:
@@ -155,7 +161,20 @@ def run_default(problem: Problem, threads: int, **advanced) -> dict:
     seconds = time.perf_counter() - start
     psnr, ssim = problem.score(result.image)
     return {"psnr": psnr, "ssim": ssim, "seconds": seconds, "iterations": result.iterations,
-            "stop": result.stop_reason, "best_iteration": result.best_iteration}
+            "stop": result.stop_reason, "best_iteration": result.best_iteration, "image": result.image}
+
+
+def save_comparison(problem: Problem, restored: np.ndarray, path: Path) -> None:
+    """Input | DIP default | ground truth, side by side (the input enlarged for SR)."""
+    from PIL import Image
+
+    h, w = problem.truth.shape[:2]
+    observed = Image.fromarray(np.rint(np.clip(problem.observed, 0, 1) * 255).astype(np.uint8))
+    observed = np.asarray(observed.resize((w, h), Image.NEAREST), dtype=np.float32) / 255
+    gap = np.ones((h, 4) + problem.truth.shape[2:], dtype=np.float32)
+    strip = np.concatenate([observed, gap, np.clip(restored, 0, 1), gap, problem.truth], axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.rint(strip * 255).astype(np.uint8)).save(path)
 
 
 # --- report --------------------------------------------------------------------------------
@@ -170,12 +189,13 @@ def bench_task(task: str, problem: Problem, problem_key: str, threads: int, quic
     paper = resolve_settings(task, "paper", problem.kwargs.get("scale"))
     paper_step = seconds_per_iteration(problem, "paper", threads)
     paper_seconds = paper_step * paper.iterations
-    curve = paper_curve(problem_key)
-    if curve:
+    cached = paper_curve(task, problem_key)
+    if cached:
+        curve, source = cached
         best = max(curve, key=lambda row: row["psnr_avg"])
         last = curve[-1]
         rows.append((f"DIP paper, best average (it {best['iteration']:.0f})", best["psnr_avg"], best["ssim_avg"],
-                     paper_step * best["iteration"], "cached curve, time re-measured"))
+                     paper_step * best["iteration"], f"curve of the {source}, time re-measured here"))
         rows.append((f"DIP paper, fixed stop (it {last['iteration']:.0f})", last["psnr_avg"], last["ssim_avg"],
                      paper_seconds, f"{paper_step:.3f} s/it"))
     else:
@@ -184,6 +204,7 @@ def bench_task(task: str, problem: Problem, problem_key: str, threads: int, quic
 
     advanced = {"iterations": 60, "auto_stop": True, "min_iterations": 20, "stop_patience": 20} if quick else {}
     default = run_default(problem, threads, **advanced)
+    save_comparison(problem, default["image"], RESULTS / "images" / f"{problem_key}.png")
     ratio = paper_seconds / default["seconds"]
     rows.append((f"DIP default ({default['iterations']} it, {default['stop']})", default["psnr"], default["ssim"],
                  default["seconds"], f"{ratio:.1f}× faster than paper"))
@@ -217,7 +238,7 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=RESULTS / "bench.csv")
     args = parser.parse_args()
 
-    sizes = {"denoise": 256, "inpaint": 128, "sr": 128}
+    sizes = {"denoise": 256, "inpaint": 128, "sr": 256}
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     new_file = not args.csv.exists()
     with args.csv.open("a", newline="") as handle:
