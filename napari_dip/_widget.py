@@ -1,8 +1,9 @@
 """The napari dock widget: pick layers and a task, press Run, watch, get a new layer.
 
 The widget holds no maths. On Run it reads the layers on the GUI thread (``_layer_data``), hands
-plain arrays to the core's generator running in napari's ``thread_worker`` (``_run.drive``), shows
-its progress and previews as they arrive, and adds the result layer in the ``returned`` handler.
+plain arrays to the core's generator running in a napari thread worker (``create_worker`` over
+``_run.drive``), shows progress and previews as they arrive, and turns the preview layer into
+the result layer in the ``returned`` handler: layers are only touched on the GUI thread.
 torch and the core are imported when the widget opens, not when napari starts.
 """
 
