@@ -37,9 +37,9 @@ def record(problem, preset: str, every: int, out: Path, threads: int | None, **a
         problem.observed, problem.task, preset=preset, seed=0, threads=threads,
         preview_seconds=None, preview_iterations=1, **problem.kwargs, **{**advanced, "auto_stop": False},
     )
-    watcher = WindowedVarianceStopper(settings.stop_window, settings.stop_patience, settings.min_iterations)
+    watcher = WindowedVarianceStopper(settings.stop_window, settings.stop_patience, settings.min_iterations,
+                                      settings.stop_min_delta)
     auto = {}
-    held = None
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     step_start = start
@@ -52,11 +52,11 @@ def record(problem, preset: str, every: int, out: Path, threads: int | None, **a
                 event = next(run)
                 now = time.perf_counter()
                 step_seconds.append(now - step_start)
-                if watcher.observe(event.iteration - 1, torch.from_numpy(np.asarray(event.output, np.float32))):
-                    held = (event.iteration, event.preview)
+                watcher.observe(event.iteration - 1, torch.from_numpy(np.asarray(event.output, np.float32)))
                 if watcher.should_stop and not auto:
-                    auto = {"auto_stop_iteration": event.iteration, "auto_best_iteration": held[0],
-                            "auto_psnr": problem.score(held[1])[0], "auto_seconds": now - start}
+                    # What the engine returns at an automatic stop: the running average now.
+                    auto = {"auto_stop_iteration": event.iteration, "auto_best_iteration": watcher.best_iteration + 1,
+                            "auto_psnr": problem.score(event.preview)[0], "auto_seconds": now - start}
                     print(f"auto-stop would stop at {event.iteration}: {auto}", flush=True)
                 scored = event.iteration % every == 0 or event.iteration == event.iterations
                 raw = avg = ssim = float("nan")

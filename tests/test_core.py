@@ -243,3 +243,20 @@ def test_network_inversion_matches_features_of_a_frozen_module(camera48):
     assert events[-2].loss < 0.2 * events[0].loss
     # The inverted image resembles the one whose features were matched.
     assert np.corrcoef(result.image[0].ravel(), camera48.ravel())[0, 1] > 0.8
+
+
+def test_auto_stop_stops_before_the_cap_and_says_why(camera48, tiny):
+    noisy = noisy_copy(camera48)
+    run = restore_iter(noisy, iterations=3000, auto_stop=True, lr=0.02, preview_seconds=None, **tiny)
+    events = list(_drain(run))
+    result = events[-1]
+    assert result.stop_reason == "auto" and "automatically" in result.stop_message
+    assert result.iterations < 1500
+    assert result.best_iteration is not None and result.best_iteration < result.iterations
+    assert psnr(camera48, result.image) > psnr(camera48, noisy) + 4
+    # The time-left estimate accounts for the coming stop, not only for the cap.
+    assert events[-2].eta < (3000 - events[-2].iteration) * 0.5 * (events[-2].elapsed / events[-2].iteration)
+
+
+def test_default_preset_stops_by_itself_and_paper_preset_does_not():
+    assert preset_settings("denoise").auto_stop and not preset_settings("denoise", "paper").auto_stop

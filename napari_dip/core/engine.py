@@ -129,13 +129,14 @@ def fit(
 
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     stopper = (
-        WindowedVarianceStopper(settings.stop_window, settings.stop_patience, settings.min_iterations)
+        WindowedVarianceStopper(
+            settings.stop_window, settings.stop_patience, settings.min_iterations, settings.stop_min_delta
+        )
         if settings.auto_stop
         else None
     )
 
     average: torch.Tensor | None = None
-    best_average: torch.Tensor | None = None
     checkpoint = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
     checkpoint_loss = math.inf
     losses: list[float] = []
@@ -194,8 +195,7 @@ def fit(
         losses.append(loss_value)
 
         if stopper is not None and not backtracked:
-            if stopper.observe(iteration, out):
-                best_average = average.clone()
+            stopper.observe(iteration, out)
 
         now = time.perf_counter()
         step_times.append(now - step_start)
@@ -226,11 +226,10 @@ def fit(
             stop_reason = "auto"
             break
 
-    final = best_average if (stop_reason == "auto" and best_average is not None) else average
-    if final is None:
+    if average is None:
         raise RuntimeError("the fit produced no valid output: every step diverged")
     return FitResult(
-        image=_to_numpy(final),
+        image=_to_numpy(average),
         iterations=iteration + 1,
         stop_reason=stop_reason,
         elapsed=time.perf_counter() - fit_start,

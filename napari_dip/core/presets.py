@@ -30,7 +30,8 @@ class Settings:
     ema: float = 0.99
     auto_stop: bool = False
     stop_window: int = 100
-    stop_patience: int = 500
+    stop_patience: int = 200
+    stop_min_delta: float = 0.01
     min_iterations: int = 200
     precision: str = "float32"  # or "bfloat16", "float16", "auto" (fastest native one)
     channels_last: bool = False
