@@ -15,12 +15,15 @@ import numpy as np
 __all__ = [
     "LayerDataTuple",
     "Selection",
+    "StackSelection",
     "contrast_limits_for",
     "fill_mask",
     "result_layer_data",
     "result_name",
     "result_placement",
     "select_input",
+    "select_stack",
+    "stack_mask",
 ]
 
 LayerDataTuple = tuple[np.ndarray, dict[str, Any], str]
@@ -53,9 +56,45 @@ class Selection:
         return tuple(shape)
 
 
+@dataclass(frozen=True)
+class StackSelection:
+    """A whole stack, restored plane by plane by the core's ``restore_stack_iter``.
+
+    ``image`` is the layer's data and ``channel_axis`` where its channels are, as the core takes
+    it (a leading axis, -1 for RGB, None for none). It reads like a :class:`Selection` where a run
+    plan needs one: no axis is indexed out (``plane`` is empty) and every axis is kept.
+    """
+
+    image: Any
+    channel_axis: int | None
+
+    @property
+    def plane(self) -> dict[int, int]:
+        return {}
+
+    @property
+    def kept_axes(self) -> tuple[int, ...]:
+        return tuple(range(len(self.image.shape)))
+
+
 def _leading_ndim(shape: Sequence[int], rgb: bool) -> int:
     """Axes in front of the two spatial ones (and of the RGB axis)."""
     return len(shape) - (3 if rgb else 2)
+
+
+def _check_axes(shape: tuple[int, ...], rgb: bool, channel_axis: int | None) -> int:
+    """The number of leading axes, once the shape and the channel axis are known to fit."""
+    if len(shape) < 2 or (rgb and len(shape) < 3):
+        raise ValueError(f"the image layer must have at least two spatial dimensions, got shape {shape}")
+    leading = _leading_ndim(shape, rgb)
+    if channel_axis is not None:
+        if rgb:
+            raise ValueError("an RGB layer already has its channels last; choose no channel axis")
+        if not 0 <= channel_axis < leading:
+            raise ValueError(
+                f"channel axis {channel_axis} is not one of the image's leading axes (0 to {leading - 1})"
+            )
+    return leading
 
 
 def select_input(
@@ -69,16 +108,7 @@ def select_input(
     The copy means the worker never shares memory with the layer, whatever the user does to it.
     """
     shape = tuple(data.shape)
-    if len(shape) < 2 or (rgb and len(shape) < 3):
-        raise ValueError(f"the image layer must have at least two spatial dimensions, got shape {shape}")
-    leading = _leading_ndim(shape, rgb)
-    if channel_axis is not None:
-        if rgb:
-            raise ValueError("an RGB layer already has its channels last; choose no channel axis")
-        if not 0 <= channel_axis < leading:
-            raise ValueError(
-                f"channel axis {channel_axis} is not one of the image's leading axes (0 to {leading - 1})"
-            )
+    leading = _check_axes(shape, rgb, channel_axis)
     plane: dict[int, int] = {}
     index: list[int | slice] = []
     for axis in range(leading):
@@ -95,6 +125,41 @@ def select_input(
     return Selection(image, 0 if channel_axis is not None else None, plane, kept)
 
 
+def select_stack(data: Any, *, rgb: bool, channel_axis: int | None = None) -> StackSelection:
+    """The whole of a layer's ``data``, to restore every plane: all leading axes but
+    ``channel_axis`` (a leading axis, non-RGB layers only, restored as channels).
+
+    An in-memory array is copied, as by :func:`select_input`, so the worker never shares memory
+    with the layer. A lazy one (dask, zarr) is handed on as it is: the core reads it one plane at
+    a time, and copying it would load the whole stack.
+    """
+    shape = tuple(data.shape)
+    leading = _check_axes(shape, rgb, channel_axis)
+    if leading - (channel_axis is not None) < 1:
+        raise ValueError(f"an image of shape {shape} has no planes beyond its channels: restore the current plane")
+    image = np.array(data, copy=True) if isinstance(data, np.ndarray) else data
+    return StackSelection(image, -1 if rgb else channel_axis)
+
+
+def _labels_cover_the_stack(labels_shape: tuple[int, ...], image_shape: tuple[int, ...], rgb: bool) -> bool:
+    """Whether a labels layer has the image's full non-RGB shape (one mask per plane) rather
+    than its spatial shape (one mask for all planes); any other shape is an error."""
+    full_shape = image_shape[:-1] if rgb else image_shape
+    spatial = full_shape[-2:]
+    if labels_shape == spatial:
+        return False
+    if labels_shape == full_shape:
+        return True
+    accepted = f"{spatial}" if spatial == full_shape else f"{spatial} or {full_shape}"
+    raise ValueError(
+        f"mask shape {labels_shape} does not match the image's shape: use a labels layer of shape "
+        f"{accepted} (press New mask to make one)"
+    )
+
+
+_EMPTY_MASK = "the mask is empty: paint the pixels to fill (any label above 0)"
+
+
 def fill_mask(labels: Any, *, image_shape: Sequence[int], rgb: bool, selection: Selection) -> np.ndarray:
     """The (H, W) boolean mask of pixels to fill: painted labels (value > 0).
 
@@ -102,28 +167,49 @@ def fill_mask(labels: Any, *, image_shape: Sequence[int], rgb: bool, selection: 
     non-RGB shape, in which case the plane being restored is taken from it; painted on any
     channel counts for all channels.
     """
-    labels_shape = tuple(labels.shape)
-    image_shape = tuple(image_shape)
-    full_shape = image_shape[:-1] if rgb else image_shape
-    spatial = full_shape[-2:]
-    if labels_shape == spatial:
-        mask = np.asarray(labels) > 0
-    elif labels_shape == full_shape:
+    if _labels_cover_the_stack(tuple(labels.shape), tuple(image_shape), rgb):
         index = tuple(
             selection.plane[axis] if axis in selection.plane else slice(None)
-            for axis in range(len(full_shape) - 2)
+            for axis in range(len(labels.shape) - 2)
         )
         mask = np.asarray(labels[index]) > 0
         if mask.ndim == 3:
             mask = mask.any(axis=0)
     else:
-        accepted = f"{spatial}" if spatial == full_shape else f"{spatial} or {full_shape}"
-        raise ValueError(
-            f"mask shape {labels_shape} does not match the image's shape: use a labels layer of shape "
-            f"{accepted} (press New mask to make one)"
-        )
+        mask = np.asarray(labels) > 0
     if not mask.any():
-        raise ValueError("the mask is empty: paint the pixels to fill (any label above 0)")
+        raise ValueError(_EMPTY_MASK)
+    return mask
+
+
+def stack_mask(labels: Any, *, image_shape: Sequence[int], rgb: bool, selection: StackSelection) -> np.ndarray:
+    """The boolean mask of pixels to fill in every plane, as the core's stack restoration takes
+    it: (H, W) from a 2D labels layer, used for every plane, or one per plane from a labels layer
+    of the image's full non-RGB shape (painted on any channel counts for all channels).
+
+    Every plane must have painted pixels: the core would stop at the first that has none,
+    possibly after restoring the others for hours.
+    """
+    if not _labels_cover_the_stack(tuple(labels.shape), tuple(image_shape), rgb):
+        mask = np.asarray(labels) > 0
+        if not mask.any():
+            raise ValueError(_EMPTY_MASK)
+        return mask
+    mask = np.asarray(labels) > 0
+    plane_axes = list(range(mask.ndim - 2))
+    if not rgb and selection.channel_axis is not None:
+        mask = mask.any(axis=selection.channel_axis)
+        plane_axes.remove(selection.channel_axis)
+    painted = mask.reshape(-1, *mask.shape[-2:]).any(axis=(1, 2))
+    if not painted.any():
+        raise ValueError(_EMPTY_MASK)
+    if not painted.all():
+        first = np.unravel_index(int(np.argmin(painted)), mask.shape[:-2])
+        where = " ".join(f"{axis}={index}" for axis, index in zip(plane_axes, first, strict=True))
+        raise ValueError(
+            f"the mask is empty on {int((~painted).sum())} of {painted.size} planes (first: plane {where}): "
+            "paint every plane, or use a 2D labels layer to fill the same pixels in all planes"
+        )
     return mask
 
 

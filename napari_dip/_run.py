@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from .core import Progress, Restoration
+    from .core import Progress
+    from .core.stacks import PlaneProgress
 
-__all__ = ["RestorationFailed", "describe_error", "drive"]
+__all__ = ["RestorationFailed", "carries_preview", "describe_error", "drive", "ends_a_plane"]
+
+Event = TypeVar("Event")
+Result = TypeVar("Result")
 
 
 class RestorationFailed(Exception):
@@ -44,17 +48,29 @@ def describe_error(exc: BaseException) -> str:
     return f"the restoration failed with {type(exc).__name__}: {exc}"
 
 
+def carries_preview(event: Progress) -> bool:
+    """A single image's event that must reach the GUI: it has a preview to show."""
+    return event.preview is not None
+
+
+def ends_a_plane(event: PlaneProgress) -> bool:
+    """A stack's event that must reach the GUI: a finished plane to put into the result layer,
+    or a note (e.g. that warm start refits the first plane)."""
+    return event.restored is not None or event.message is not None
+
+
 def drive(
-    run: Generator[Progress, None, Restoration],
+    run: Generator[Event, None, Result],
     cancel: threading.Event,
     report_seconds: float = 0.1,
-) -> Generator[Progress, None, Restoration | None]:
+    always: Callable[[Event], bool] = carries_preview,
+) -> Generator[Event, None, Result | None]:
     """Step ``run`` until it ends or ``cancel`` is set; returns None when cancelled.
 
     ``cancel`` is checked before every optimisation step, so a cancel takes effect within one
-    step, and the core's generator is closed in this thread. Only preview events and one event
-    per ``report_seconds`` are passed on: a small network steps hundreds of times a second, and
-    a signal per step would flood the GUI thread's event queue.
+    step, and the core's generator is closed in this thread. Only events for which ``always``
+    is true and one event per ``report_seconds`` are passed on: a small network steps hundreds
+    of times a second, and a signal per step would flood the GUI thread's event queue.
     """
     last_report = -float("inf")
     try:
@@ -64,7 +80,7 @@ def drive(
             except StopIteration as done:
                 return done.value
             now = time.monotonic()
-            if event.preview is not None or now - last_report >= report_seconds:
+            if always(event) or now - last_report >= report_seconds:
                 last_report = now
                 yield event
         return None

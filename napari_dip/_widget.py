@@ -4,20 +4,24 @@ The widget holds no maths. On Run it reads the layers on the GUI thread (``_laye
 plain arrays to the core's generator running in a napari thread worker (``create_worker`` over
 ``_run.drive``), shows progress and previews as they arrive, and turns the preview layer into
 the result layer in the ``returned`` handler: layers are only touched on the GUI thread.
+For all planes of a stack the result layer is added when the run starts and filled plane by
+plane in the ``yielded`` handler (``StackResultLayer``).
 torch and the core are imported when the widget opens, not when napari starts.
 """
 
 from __future__ import annotations
 
+import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -34,20 +38,25 @@ from superqt import QCollapsible
 from ._layer_data import (
     LayerDataTuple,
     Selection,
+    StackSelection,
+    contrast_limits_for,
     fill_mask,
     result_layer_data,
     result_name,
     select_input,
+    select_stack,
+    stack_mask,
 )
-from ._run import drive
+from ._run import carries_preview, drive, ends_a_plane
 from ._widget_settings import load_settings, save_settings
 
 if TYPE_CHECKING:
     import napari
 
     from .core import Progress, Restoration, Settings
+    from .core.stacks import PlaneProgress, StackRestoration
 
-__all__ = ["TASK_CHOICES", "LayerComboBox", "RestorationWidget", "RunPlan"]
+__all__ = ["TASK_CHOICES", "LayerComboBox", "RestorationWidget", "RunPlan", "StackResultLayer"]
 
 # (label, core task, super-resolution factor): one row per entry of the Task menu.
 TASK_CHOICES: tuple[tuple[str, str, int], ...] = (
@@ -78,6 +87,10 @@ PREVIEW_SECONDS = 2.0
 # Python-heavy work holds the GIL in stretches of up to half a second (the viewer stutters).
 COMPILE_CHOICES = ("off", "auto", "on")
 
+# Resolution of the progress bar over a whole stack: it follows the time-based fraction done,
+# which moves within a plane, not only when a plane ends.
+STACK_PROGRESS_STEPS = 1000
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -87,7 +100,7 @@ class RunPlan:
     source: str
     task: str
     factor: int
-    selection: Selection
+    selection: Selection | StackSelection
     scale: tuple[float, ...]
     translate: tuple[float, ...]
     rgb: bool
@@ -99,11 +112,115 @@ class RunPlan:
     def name(self) -> str:
         return result_name(self.source, self.task, self.factor, self.selection.plane)
 
+    @property
+    def all_planes(self) -> bool:
+        return isinstance(self.selection, StackSelection)
+
     def layer_data(self, image: np.ndarray, name: str, metadata: dict | None = None) -> LayerDataTuple:
         return result_layer_data(
             image, name=name, scale=self.scale, translate=self.translate, factor=self.factor,
             rgb=self.rgb, colormap=self.colormap, reference_limits=self.contrast_limits, metadata=metadata,
         )
+
+
+def _add_image_quietly(viewer: napari.viewer.Viewer, data: np.ndarray, meta: dict[str, Any], *,
+                       visible: bool = True) -> Image:
+    """Add an image layer, leaving the user's layer selection (and so the layer controls shown)
+    as it was: a run's layers appear as they go, and must not take the controls away."""
+    selection = set(viewer.layers.selection)
+    active = viewer.layers.selection.active
+    layer = viewer.add_image(data, visible=visible, **meta)
+    viewer.layers.selection.clear()
+    viewer.layers.selection.update(selection)
+    viewer.layers.selection.active = active
+    return layer
+
+
+def _planned_settings(plan: RunPlan) -> dict[str, Any]:
+    """The settings the stack's first plane runs with, before the run resolves them (warm-started
+    planes then run fewer iterations at a lower learning rate, as the final metadata records)."""
+    from .core import Settings, resolve_settings
+
+    names = {field.name for field in fields(Settings)} - {"iterations"}
+    kwargs = plan.core_kwargs
+    advanced = {name: value for name, value in kwargs.items() if name in names}
+    return resolve_settings(plan.task, scale=kwargs.get("scale"), iterations=kwargs["iterations"], **advanced).as_dict()
+
+
+class StackResultLayer:
+    """The result layer of an all-planes run: added, all zeros, when the run starts, and filled
+    as planes finish, so finished planes can be looked at (and are kept) before the stack ends.
+
+    Only the widget's worker-signal handlers call it: the layer is only touched on the GUI thread.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer, plan: RunPlan):
+        from .core.stacks import StackLayout
+
+        self._viewer = viewer
+        self._plan = plan
+        stack = plan.selection.image
+        # The core's own layout, so that an event's plane position maps to the same place here.
+        self._layout = StackLayout.of(tuple(stack.shape), plan.selection.channel_axis)
+        self.planes = self._layout.planes
+        self.finished = 0
+        metadata = {
+            "source_layer": plan.source,
+            "task": plan.task,
+            "planes": self.planes,
+            "planes_finished": 0,
+            "warm_start": plan.core_kwargs["warm_start"],
+            "seed": plan.core_kwargs["seed"],
+            "device": plan.core_kwargs["device"],
+            "threads": plan.core_kwargs["threads"],
+            "settings": _planned_settings(plan),
+        }
+        placeholder = np.zeros(self._layout.output_shape(plan.factor), dtype=stack.dtype)
+        data, meta, _ = plan.layer_data(placeholder, plan.name, metadata)
+        # Display limits from the first input plane rather than the zeros: a restored plane keeps
+        # its input's range, and limits that change as planes arrive would undo the user's.
+        first_plane = np.asarray(stack[self._layout.index(next(self._layout.positions()))])
+        meta["contrast_limits"] = contrast_limits_for(first_plane, plan.contrast_limits)
+        self._layer: Image | None = _add_image_quietly(viewer, data, meta)
+
+    def live_layer(self) -> Image | None:
+        """The result layer, unless the user has deleted it during the run."""
+        layer = self._layer
+        return layer if layer is not None and layer in self._viewer.layers else None
+
+    def fill(self, event: PlaneProgress) -> None:
+        """Put a finished plane into the layer and show it."""
+        self.finished = event.plane + 1
+        layer = self.live_layer()
+        if layer is None:
+            return
+        layer.data[self._layout.index(event.index)] = event.restored
+        layer.metadata["planes_finished"] = self.finished
+        layer.refresh()
+
+    def complete(self, result: StackRestoration) -> None:
+        """Record how every plane's fit ran; re-add the result if its layer was deleted meanwhile."""
+        metadata = {**result.metadata(), "source_layer": self._plan.source, "planes_finished": self.planes}
+        layer = self.live_layer()
+        if layer is None:
+            data, meta, _ = self._plan.layer_data(result.image, self._plan.name, metadata)
+            self._layer = _add_image_quietly(self._viewer, data, meta)
+        else:
+            layer.metadata = metadata
+
+    def stop(self, reason: str) -> str:
+        """End a run that did not finish: keep the finished planes, noting ``reason`` and how many
+        there are in the layer's metadata, or remove the layer when none finished. Returns what
+        became of the result, for the user."""
+        layer = self.live_layer()
+        if layer is None:
+            return "the result layer had been deleted"
+        if self.finished == 0:
+            self._viewer.layers.remove(layer)
+            return "no plane was finished, so no layer was added"
+        layer.metadata = {**layer.metadata, "planes_finished": self.finished, "stopped": reason}
+        kept = f"{self.finished} of {self.planes}"
+        return f"{layer.name!r} keeps the planes that were finished, {kept}; the others are zero"
 
 
 class LayerComboBox(QComboBox):
@@ -195,6 +312,11 @@ def _leading_axes(layer: Image | None) -> int:
     return layer.ndim - 2
 
 
+def _plane_axes(layer: Image | None, channel_axis: int | None) -> list[int]:
+    """The leading axes that run over planes: all but the one restored as channels."""
+    return [axis for axis in range(_leading_axes(layer)) if axis != channel_axis]
+
+
 class RestorationWidget(QWidget):
     """Deep Image Prior restoration of an image layer, run in a background thread."""
 
@@ -209,6 +331,7 @@ class RestorationWidget(QWidget):
         self._cancel = threading.Event()
         self._plan: RunPlan | None = None
         self._preview_layer: Image | None = None
+        self._stack_result: StackResultLayer | None = None
         self.preview_seconds = PREVIEW_SECONDS
 
         self._build_inputs()
@@ -227,6 +350,8 @@ class RestorationWidget(QWidget):
         # A run must not outlive the widget (closing napari mid-run): the worker checks this flag.
         self.destroyed.connect(self._cancel.set)
         self._refresh_layers()
+        # The pickers only signal a change of layer; with none at all, the stack rows must hide too.
+        self._on_image_changed()
 
     # --- construction -------------------------------------------------------------------------
 
@@ -238,6 +363,19 @@ class RestorationWidget(QWidget):
         self.channel_picker = QComboBox()
         self.channel_picker.setToolTip("Restore one axis of the stack as the channels of one image")
         self.channel_picker.currentIndexChanged.connect(self._update_plane_note)
+        self.planes_picker = QComboBox()
+        self.planes_picker.addItem("current plane", False)
+        self.planes_picker.addItem("all planes", True)
+        self.planes_picker.setToolTip(
+            "current plane: the one the viewer shows, as a 2D layer; all planes: every plane of the "
+            "stack, one after another, into one layer that fills as planes finish"
+        )
+        self.planes_picker.currentIndexChanged.connect(self._update_plane_note)
+        self.warm_start = QCheckBox("from the previous plane")
+        self.warm_start.setToolTip(
+            "Start each plane's fit from the previous plane's network, with a shorter, gentler "
+            "schedule: faster when neighbouring planes look alike (z-stacks, time-lapses)"
+        )
         self.task_picker = QComboBox()
         for label, task, factor in TASK_CHOICES:
             self.task_picker.addItem(label, (task, factor))
@@ -302,6 +440,8 @@ class RestorationWidget(QWidget):
         form.addRow("Image", self.image_picker)
         form.addRow("", self.plane_note)
         self._channel_row = _add_row(form, "Channels", self.channel_picker)
+        self._planes_row = _add_row(form, "Planes", self.planes_picker)
+        self._warm_start_row = _add_row(form, "Warm start", self.warm_start)
         form.addRow("Task", self.task_picker)
         mask_field = QWidget()
         mask_row = QHBoxLayout(mask_field)
@@ -338,8 +478,9 @@ class RestorationWidget(QWidget):
         layout.addStretch(1)
         # Controls whose values a running job was started with: frozen until it ends.
         self._run_inputs: list[QWidget] = [
-            self.image_picker, self.channel_picker, self.task_picker, self.mask_picker,
-            self.new_mask_button, self.psf_picker, self.iterations, self.advanced_section, self.run_button,
+            self.image_picker, self.channel_picker, self.planes_picker, self.warm_start, self.task_picker,
+            self.mask_picker, self.new_mask_button, self.psf_picker, self.iterations, self.advanced_section,
+            self.run_button,
         ]
 
     # --- reactions to the viewer and the controls ----------------------------------------------
@@ -365,19 +506,30 @@ class RestorationWidget(QWidget):
         self._update_plane_note()
 
     def _update_plane_note(self, *_: Any) -> None:
-        """Say which plane of a stack will be restored: the one the viewer shows."""
+        """Offer the choice of planes for a stack, and say which will be restored: the one the
+        viewer shows, or all of them."""
         layer = self.image_picker.value()
-        channel_axis = self.channel_picker.currentData()
-        planes = _leading_axes(layer) - (channel_axis is not None)
-        if planes <= 0:
+        plane_axes = _plane_axes(layer, self.channel_picker.currentData())
+        _set_row_visible(self._planes_row, bool(plane_axes))
+        _set_row_visible(self._warm_start_row, self._all_planes())
+        if not plane_axes:
             self.plane_note.setVisible(False)
             return
-        step = self._data_step(layer)
-        position = ", ".join(
-            f"axis {axis} = {step[axis]}" for axis in range(_leading_axes(layer)) if axis != channel_axis
-        )
-        self.plane_note.setText(f"{layer.ndim}D image: restores the displayed plane ({position}).")
+        if self._all_planes():
+            count = math.prod(layer.data.shape[axis] for axis in plane_axes)
+            axes = ("axis " if len(plane_axes) == 1 else "axes ") + ", ".join(str(axis) for axis in plane_axes)
+            text = f"{layer.ndim}D image: restores all {count} planes (along {axes}), one after another."
+        else:
+            step = self._data_step(layer)
+            position = ", ".join(f"axis {axis} = {step[axis]}" for axis in plane_axes)
+            text = f"{layer.ndim}D image: restores the displayed plane ({position})."
+        self.plane_note.setText(text)
         self.plane_note.setVisible(True)
+
+    def _all_planes(self) -> bool:
+        """Whether Run restores every plane: chosen, and the image has planes."""
+        layer = self.image_picker.value()
+        return bool(self.planes_picker.currentData()) and bool(_plane_axes(layer, self.channel_picker.currentData()))
 
     def _data_step(self, layer: Image) -> list[int]:
         """The viewer's current position in the layer's data coordinates (pixel indices)."""
@@ -433,6 +585,8 @@ class RestorationWidget(QWidget):
             "threads": self.threads.value(),
             "compile": self.compile.currentText(),
             "advanced_open": self.advanced_section.isExpanded(),
+            "all_planes": bool(self.planes_picker.currentData()),
+            "warm_start": self.warm_start.isChecked(),
         }
 
     def _restore_settings(self) -> None:
@@ -455,6 +609,9 @@ class RestorationWidget(QWidget):
             self.compile.setCurrentText(saved["compile"])
         if saved.get("advanced_open"):
             self.advanced_section.expand(animate=False)
+        if isinstance(saved.get("all_planes"), bool):
+            self.planes_picker.setCurrentIndex(int(saved["all_planes"]))
+        self.warm_start.setChecked(saved.get("warm_start") is True)
 
     # --- actions ------------------------------------------------------------------------------
 
@@ -491,16 +648,31 @@ class RestorationWidget(QWidget):
             self._fail(str(exc))
             return
         save_settings(self.settings())
-        from .core import restore_iter
-
-        generator = restore_iter(plan.selection.image, plan.task, **plan.core_kwargs)
         self._plan = plan
         self._cancel.clear()
-        self._preview_layer = self._add_preview_layer(plan)
-        worker = create_worker(drive, generator, self._cancel, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
+        if plan.all_planes:
+            from .core.stacks import restore_stack_iter
+
+            generator = restore_stack_iter(plan.selection.image, plan.task, **plan.core_kwargs)
+            self._stack_result = StackResultLayer(self._viewer, plan)
+            always, on_yielded, on_returned, on_errored = (
+                ends_a_plane, self._on_plane_progress, self._on_stack_returned, self._on_stack_errored
+            )
+        else:
+            from .core import restore_iter
+
+            generator = restore_iter(plan.selection.image, plan.task, **plan.core_kwargs)
+            self._preview_layer = self._add_preview_layer(plan)
+            self.progress.setFormat("%v / %m")  # iterations, where a stack run showed planes
+            always, on_yielded, on_returned, on_errored = (
+                carries_preview, self._on_progress, self._on_returned, self._on_errored
+            )
+        worker = create_worker(
+            drive, generator, self._cancel, always=always, _start_thread=False, _ignore_errors=True
+        )
+        worker.yielded.connect(on_yielded)
+        worker.returned.connect(on_returned)
+        worker.errored.connect(on_errored)
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._set_running(True)
@@ -508,7 +680,8 @@ class RestorationWidget(QWidget):
         worker.start()
 
     def cancel(self) -> None:
-        """Stop the run at its next step; no result layer is added."""
+        """Stop the run at its next step. No result layer is added, except for all planes of a
+        stack, whose result layer keeps the planes already finished."""
         if self.running:
             self._cancel.set()
             self.status.setText("Cancelling …")
@@ -524,22 +697,31 @@ class RestorationWidget(QWidget):
             )
         task, factor = self._current_task()
         channel_axis = self.channel_picker.currentData()
-        selection = select_input(layer.data, rgb=layer.rgb, step=self._data_step(layer), channel_axis=channel_axis)
+        all_planes = self._all_planes()
+        if all_planes:
+            selection = select_stack(layer.data, rgb=layer.rgb, channel_axis=channel_axis)
+        else:
+            selection = select_input(layer.data, rgb=layer.rgb, step=self._data_step(layer), channel_axis=channel_axis)
         kwargs: dict[str, Any] = {
             "channel_axis": selection.channel_axis,
             "iterations": self.iterations.value() or None,
             "seed": self.seed.value(),
             "device": self.device.currentText(),
             "threads": self.threads.value() or None,
-            "preview_seconds": self.preview_seconds,
+            # A stack shows its finished planes instead: a preview would cost time in every
+            # plane's fit and has no layer to go to.
+            "preview_seconds": None if all_planes else self.preview_seconds,
             "compile": self.compile.currentText(),
             **self._advanced_overrides(),
         }
+        if all_planes:
+            kwargs["warm_start"] = self.warm_start.isChecked()
         if task == "inpaint":
             labels = self.mask_picker.value()
             if labels is None:
                 raise ValueError("inpainting needs a mask: pick a labels layer, or press New mask and paint")
-            kwargs["mask"] = fill_mask(labels.data, image_shape=layer.data.shape, rgb=layer.rgb, selection=selection)
+            mask_of = stack_mask if all_planes else fill_mask
+            kwargs["mask"] = mask_of(labels.data, image_shape=layer.data.shape, rgb=layer.rgb, selection=selection)
         if task == "sr":
             kwargs["scale"] = factor
         if task == "deblur":
@@ -610,9 +792,43 @@ class RestorationWidget(QWidget):
         self._remove_preview()
         self._fail(str(exc))
 
+    def _on_plane_progress(self, event: PlaneProgress) -> None:
+        self.progress.setRange(0, STACK_PROGRESS_STEPS)
+        self.progress.setValue(round(event.fraction * STACK_PROGRESS_STEPS))
+        plane = f"Plane {event.plane + 1} / {event.planes}"
+        self.progress.setFormat(plane)
+        left = f" · about {_format_seconds(event.eta)} left" if event.eta is not None else ""
+        if event.restored is not None:
+            # Even once Cancel is pressed: a finished plane is kept.
+            self._stack_result.fill(event)
+            text = f"{plane} restored{left}"
+        elif event.message is not None:
+            text = f"{plane}: {event.message}"
+        else:
+            text = f"{plane} · iteration {event.tile.step.iteration} / {event.tile.step.iterations}{left}"
+        self.status.setText(text)
+
+    def _on_stack_returned(self, result: StackRestoration | None) -> None:
+        stack = self._stack_result
+        if result is None:
+            outcome = stack.stop("cancelled")
+            self.status.setText(f"Cancelled: {outcome}.")
+            show_info(f"napari-dip: cancelled; {outcome}")
+            return
+        stack.complete(result)
+        low, high = min(result.iterations), max(result.iterations)
+        iterations = f"{low} iterations each" if low == high else f"{low} to {high} iterations per plane"
+        self.status.setText(f"Done: {stack.planes} planes in {_format_seconds(result.elapsed)} ({iterations}).")
+
+    def _on_stack_errored(self, exc: Exception) -> None:
+        outcome = self._stack_result.stop(f"failed: {exc}")
+        self.status.setText(f"Stopped: {exc}; {outcome}.")
+        show_error(f"napari-dip: {exc}; {outcome}")
+
     def _on_finished(self) -> None:
         self._worker = None
         self._plan = None
+        self._stack_result = None
         self._set_running(False)
 
     def _fail(self, message: str) -> None:
@@ -626,14 +842,7 @@ class RestorationWidget(QWidget):
         """
         placeholder = np.zeros(plan.selection.output_shape(plan.factor), dtype=plan.selection.image.dtype)
         data, meta, _ = plan.layer_data(placeholder, f"{plan.name} [preview]")
-        selection = set(self._viewer.layers.selection)
-        active = self._viewer.layers.selection.active
-        layer = self._viewer.add_image(data, visible=False, **meta)
-        # Leave the user's layer selection (and so the layer controls shown) as it was.
-        self._viewer.layers.selection.clear()
-        self._viewer.layers.selection.update(selection)
-        self._viewer.layers.selection.active = active
-        return layer
+        return _add_image_quietly(self._viewer, data, meta, visible=False)
 
     def _live_preview_layer(self) -> Image | None:
         layer = self._preview_layer

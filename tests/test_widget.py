@@ -316,3 +316,100 @@ def test_advanced_values_follow_the_task_preset_unless_edited(viewer):
     assert widget.advanced["channels"].value() == 24
     assert widget.settings()["advanced"] == {"channels": 24}
     assert f"up to {preset_settings('inpaint').iterations}" in widget.iterations_hint.text()
+
+
+def plane_states(layer) -> tuple[bool, ...]:
+    """Which planes of a stack layer hold something other than zeros."""
+    return tuple(bool(plane.any()) for plane in layer.data)
+
+
+def test_all_planes_fill_the_result_layer_plane_by_plane(viewer, qtbot):
+    from napari_dip.core.stacks import restore_stack
+
+    stack = np.random.default_rng(2).random((4, 32, 32)).astype(np.float32)
+    source = viewer.add_image(stack, name="stack", scale=(4, 2, 2), translate=(0, 1, 1))
+    before = source.data.copy()
+    widget = make_widget(viewer)
+    configure(widget, iterations=20)
+    assert widget.planes_picker.isVisibleTo(widget) and not widget.warm_start.isVisibleTo(widget)
+    widget.planes_picker.setCurrentIndex(1)  # "all planes"
+    assert widget.warm_start.isVisibleTo(widget) and not widget.warm_start.isChecked()
+    assert "all 4 planes" in widget.plane_note.text()
+
+    widget.run()
+    # The result layer is there from the start, all zeros, with the stack's shape and dtype.
+    result = viewer.layers["stack (DIP denoise)"]
+    assert result.data.shape == (4, 32, 32) and result.data.dtype == np.float32 and not result.data.any()
+    np.testing.assert_allclose(result.scale, (4, 2, 2))
+    np.testing.assert_allclose(result.translate, (0, 1, 1))
+    assert result.metadata["planes"] == 4 and result.metadata["settings"]["channels"] == 8
+    states = [plane_states(result)]
+    result.events.set_data.connect(lambda _: states.append(plane_states(result)))
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+
+    # Planes arrived one by one, in order, each while the later ones were still empty.
+    seen = list(dict.fromkeys(states))
+    assert seen == [(False,) * 4, (True, False, False, False), (True, True, False, False),
+                    (True, True, True, False), (True,) * 4]
+    # Every plane is exactly what the core gives for the stack with the same settings.
+    expected = restore_stack(stack, iterations=20, seed=0, threads=1, compile="off", **TINY_NETWORK).image
+    np.testing.assert_array_equal(result.data, expected)
+    assert result.metadata["iterations"] == [20] * 4 and result.metadata["planes_finished"] == 4
+    assert result.metadata["source_layer"] == "stack" and result.metadata["warm_start"] is False
+    assert "Done: 4 planes" in widget.status.text() and widget.progress.format() == "Plane 4 / 4"
+    assert source.data.tobytes() == before.tobytes()
+    assert [layer.name for layer in viewer.layers] == ["stack", "stack (DIP denoise)"]
+
+
+def test_cancelling_all_planes_keeps_the_finished_ones(viewer, qtbot):
+    stack = np.random.default_rng(3).integers(0, 4000, size=(4, 32, 32), dtype=np.uint16)
+    source = viewer.add_image(stack, name="stack")
+    before = source.data.copy()
+    widget = make_widget(viewer)
+    configure(widget, iterations=300)
+    widget.planes_picker.setCurrentIndex(1)
+
+    # Cancelled before any plane is finished: nothing to keep, so no layer.
+    widget.run()
+    qtbot.waitUntil(lambda: widget.progress.maximum() > 0, timeout=20_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=1000)
+    assert [layer.name for layer in viewer.layers] == ["stack"]
+    assert "no plane was finished" in widget.status.text()
+
+    widget.run()
+    result = viewer.layers["stack (DIP denoise)"]
+    qtbot.waitUntil(lambda: result.metadata["planes_finished"] >= 1, timeout=30_000)
+    before_notes = len(notification_manager.records)
+    start = time.perf_counter()
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=1000)
+    stopped = time.perf_counter() - start
+    print(f"\nall planes: cancel to stopped: {stopped * 1000:.0f} ms")
+    assert stopped < 1.0
+
+    finished = result.metadata["planes_finished"]
+    assert 1 <= finished < 4 and result.metadata["stopped"] == "cancelled"
+    assert plane_states(result) == (True,) * finished + (False,) * (4 - finished)
+    assert result.data.dtype == np.uint16
+    notes = [str(n.message) for n in notification_manager.records[before_notes:]]
+    assert any(f"finished, {finished} of 4" in note for note in notes)
+    assert f"finished, {finished} of 4" in widget.status.text()
+    assert source.data.tobytes() == before.tobytes()
+
+
+def test_all_planes_of_an_rgb_stack_super_resolved(viewer, qtbot):
+    stack = np.random.default_rng(4).integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
+    viewer.add_image(stack, name="rgb stack", rgb=True, scale=(3, 2, 2))
+    widget = make_widget(viewer)
+    configure(widget, task="sr", factor=2, iterations=3)
+    widget.planes_picker.setCurrentIndex(1)
+    widget.warm_start.setChecked(True)
+
+    run_to_end(qtbot, widget)
+
+    result = viewer.layers["rgb stack (DIP sr ×2)"]
+    assert result.rgb and result.data.shape == (2, 32, 32, 3) and result.data.dtype == np.uint8
+    np.testing.assert_allclose(result.scale, (3, 1, 1))
+    assert plane_states(result) == (True, True)
+    assert result.metadata["warm_start"] is True and result.metadata["planes"] == 2

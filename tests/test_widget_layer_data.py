@@ -12,6 +12,8 @@ from napari_dip._layer_data import (
     result_name,
     result_placement,
     select_input,
+    select_stack,
+    stack_mask,
 )
 from napari_dip._sample_data import damaged_sample, low_resolution_sample, noisy_sample
 
@@ -96,6 +98,51 @@ def test_fill_mask_names_the_shapes_when_they_do_not_match():
         fill_mask(np.ones((4, 4)), image_shape=image.shape, rgb=False, selection=selection)
     with pytest.raises(ValueError, match="the mask is empty"):
         fill_mask(np.zeros((8, 9)), image_shape=image.shape, rgb=False, selection=selection)
+
+
+def test_select_stack_copies_the_whole_stack_and_names_its_channels_for_the_core():
+    data = np.arange(2 * 3 * 4 * 5, dtype=np.uint16).reshape(2, 3, 4, 5)
+    selection = select_stack(data, rgb=False)
+    assert selection.channel_axis is None and selection.plane == {} and selection.kept_axes == (0, 1, 2, 3)
+    selection.image[0, 0, 0, 0] = 99
+    assert data[0, 0, 0, 0] == 0  # the worker's array never shares memory with the layer
+    assert select_stack(data, rgb=False, channel_axis=1).channel_axis == 1
+    rgb = np.zeros((4, 8, 9, 3), dtype=np.uint8)
+    selection = select_stack(rgb, rgb=True)
+    assert selection.channel_axis == -1 and selection.kept_axes == (0, 1, 2, 3)
+
+
+def test_select_stack_needs_planes():
+    with pytest.raises(ValueError, match="no planes beyond its channels"):
+        select_stack(np.zeros((2, 8, 9)), rgb=False, channel_axis=0)
+    with pytest.raises(ValueError, match="no planes"):
+        select_stack(np.zeros((8, 9, 3)), rgb=True)
+
+
+def test_stack_mask_from_a_2d_layer_is_shared_by_all_planes():
+    image = np.zeros((3, 8, 9))
+    labels = np.zeros((8, 9), dtype=np.uint8)
+    labels[2, 3] = 1
+    mask = stack_mask(labels, image_shape=image.shape, rgb=False, selection=select_stack(image, rgb=False))
+    assert mask.shape == (8, 9) and mask.sum() == 1
+    with pytest.raises(ValueError, match="the mask is empty"):
+        stack_mask(labels * 0, image_shape=image.shape, rgb=False, selection=select_stack(image, rgb=False))
+
+
+def test_stack_mask_per_plane_drops_the_channel_axis_and_wants_every_plane_painted():
+    image = np.zeros((3, 2, 8, 9))  # (Z, C, Y, X) with channels at axis 1
+    labels = np.zeros((3, 2, 8, 9), dtype=np.uint8)
+    labels[:, 0, 1, 1] = 1
+    labels[0, 1, 2, 2] = 1
+    selection = select_stack(image, rgb=False, channel_axis=1)
+    mask = stack_mask(labels, image_shape=image.shape, rgb=False, selection=selection)
+    assert mask.shape == (3, 8, 9) and mask[:, 1, 1].all() and mask[0, 2, 2] and mask.sum() == 4
+
+    labels[1:] = 0
+    with pytest.raises(ValueError, match=r"empty on 2 of 3 planes \(first: plane 0=1\)"):
+        stack_mask(labels, image_shape=image.shape, rgb=False, selection=selection)
+    with pytest.raises(ValueError, match=r"mask shape \(4, 4\) does not match"):
+        stack_mask(np.ones((4, 4)), image_shape=image.shape, rgb=False, selection=selection)
 
 
 def test_result_name():

@@ -8,9 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from napari_dip._run import RestorationFailed, describe_error, drive
+from napari_dip._run import RestorationFailed, describe_error, drive, ends_a_plane
 from napari_dip._widget_settings import SETTINGS_ENV, load_settings, save_settings
 from napari_dip.core import Progress, restore_iter
+from napari_dip.core.stacks import PlaneProgress
 
 
 def fake_run(steps: int, previews_at=(), fail_at: int | None = None, closed: list | None = None):
@@ -36,6 +37,28 @@ def test_drive_passes_previews_and_throttles_the_rest():
     assert done.value.value == "done"
     # The first event, and every preview; nothing else within the minute.
     assert [event.iteration for event in events] == [1, 500]
+
+
+def fake_stack_run(planes: int, steps: int):
+    """A stand-in for the core's stack generator: ``steps`` events per plane, then the plane."""
+    for plane in range(planes):
+        for _ in range(steps):
+            yield PlaneProgress(plane, planes, (plane,), plane / planes, 0.0, None)
+        yield PlaneProgress(plane, planes, (plane,), (plane + 1) / planes, 0.0, None, restored=np.zeros((2, 2)))
+    return "stack done"
+
+
+def test_drive_passes_every_finished_plane_of_a_stack():
+    events = []
+    run = drive(fake_stack_run(3, 100), threading.Event(), report_seconds=60, always=ends_a_plane)
+    with pytest.raises(StopIteration) as done:
+        while True:
+            events.append(next(run))
+    assert done.value.value == "stack done"
+    # The first event, and every plane's end however fast they come.
+    assert [(event.plane, event.restored is not None) for event in events] == [
+        (0, False), (0, True), (1, True), (2, True)
+    ]
 
 
 def test_drive_cancels_before_the_next_step_and_closes_the_run():
