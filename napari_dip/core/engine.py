@@ -130,7 +130,7 @@ def fit(
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     stopper = (
         WindowedVarianceStopper(
-            settings.stop_window, settings.stop_patience, settings.min_iterations, settings.stop_min_delta
+            settings.stop_window, settings.stop_patience, settings.min_iterations, settings.stop_rise
         )
         if settings.auto_stop
         else None
