@@ -5,6 +5,11 @@
 Each run goes on past the stop to a fixed cap with stopping off (stopping changes nothing in the
 fit, only when it ends), while the engine's own stopping rule watches alongside, so one run
 gives both the whole curve and the stop. Curves go to benchmarks/results/autostop/.
+
+    python benchmarks/autostop.py --from-curves
+
+re-applies the current stopping rule to the saved curves (their per-iteration variance) without
+rerunning anything: the stop and the PSNR of the running average there (nearest scored row).
 """
 
 from __future__ import annotations
@@ -19,7 +24,47 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from curve import record  # noqa: E402
 from problems import denoise_problem  # noqa: E402
 
+from napari_dip.core import preset_settings  # noqa: E402
+from napari_dip.core.stopping import WindowedVarianceStopper  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def stop_on_curve(path: Path) -> dict:
+    """Where the default preset's stopping rule stops on a saved curve, and its PSNR there."""
+    settings = preset_settings("denoise")
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    stopper = WindowedVarianceStopper(settings.stop_window, settings.stop_patience, settings.min_iterations,
+                                      settings.stop_rise, lag=round(3 / (1 - settings.ema)))
+    stop = returned = int(rows[-1]["iteration"])
+    for row in rows:
+        variance = float(row["variance"])
+        if variance != float("inf"):
+            stopper.observe_variance(int(row["iteration"]) - 1, variance)
+            if stopper.should_stop:
+                stop = returned = int(row["iteration"])
+                if stopper.stop_kind == "noise":
+                    returned = stopper.best_iteration + 1 + stopper.lag
+                break
+    scored = [row for row in rows if row["psnr_avg"] != "nan"]
+    at_stop = min(scored, key=lambda row: abs(int(row["iteration"]) - returned))
+    best = max(scored, key=lambda row: float(row["psnr_avg"]))
+    last = scored[-1]
+    return {
+        "curve": path.stem.replace("curve_default_", ""), "stop_iteration": stop, "result_of_iteration": returned,
+        "auto_psnr": float(at_stop["psnr_avg"]), "best_psnr": float(best["psnr_avg"]),
+        "best_iteration": int(best["iteration"]),
+        "gap_db": round(float(best["psnr_avg"]) - float(at_stop["psnr_avg"]), 2),
+        "cap": int(last["iteration"]), "psnr_at_cap": float(last["psnr_avg"]),
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + " --- |" * len(rows[0]))
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row.values()) + " |")
 
 
 def main() -> None:
@@ -30,7 +75,14 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=2500, help="iterations to run past the stop")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--csv", type=Path, default=RESULTS / "autostop.csv")
+    parser.add_argument("--from-curves", nargs="*", type=Path, default=None,
+                        help="re-evaluate saved curves (default: all in results/autostop/)")
     args = parser.parse_args()
+    if args.from_curves is not None:
+        paths = args.from_curves or sorted((RESULTS / "autostop").glob("curve_default_*.csv"))
+        print(f"command: python {' '.join(sys.argv)}\n")
+        print_table([stop_on_curve(path) for path in paths])
+        return
 
     rows = []
     for image in args.images:
@@ -59,10 +111,7 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     print(f"\ncommand: python {' '.join(sys.argv)}\n")
-    print("| " + " | ".join(rows[0]) + " |")
-    print("|" + " --- |" * len(rows[0]))
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row.values()) + " |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ def record(problem, preset: str, every: int, out: Path, threads: int | None, **a
         preview_seconds=None, preview_iterations=1, **problem.kwargs, **{**advanced, "auto_stop": False},
     )
     watcher = WindowedVarianceStopper(settings.stop_window, settings.stop_patience, settings.min_iterations,
-                                      settings.stop_min_delta)
+                                      settings.stop_rise, lag=round(3 / (1 - settings.ema)))
     auto = {}
+    held = None
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     step_start = start
@@ -53,10 +54,13 @@ def record(problem, preset: str, every: int, out: Path, threads: int | None, **a
                 now = time.perf_counter()
                 step_seconds.append(now - step_start)
                 watcher.observe(event.iteration - 1, torch.from_numpy(np.asarray(event.output, np.float32)))
+                if watcher.snapshot_due:
+                    held = event.preview
                 if watcher.should_stop and not auto:
-                    # What the engine returns at an automatic stop: the running average now.
+                    # What the engine returns at an automatic stop.
+                    result_now = held if watcher.stop_kind == "noise" else event.preview
                     auto = {"auto_stop_iteration": event.iteration, "auto_best_iteration": watcher.best_iteration + 1,
-                            "auto_psnr": problem.score(event.preview)[0], "auto_seconds": now - start}
+                            "auto_psnr": problem.score(result_now)[0], "auto_seconds": now - start}
                     print(f"auto-stop would stop at {event.iteration}: {auto}", flush=True)
                 scored = event.iteration % every == 0 or event.iteration == event.iterations
                 raw = avg = ssim = float("nan")

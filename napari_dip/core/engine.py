@@ -130,13 +130,18 @@ def fit(
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     stopper = (
         WindowedVarianceStopper(
-            settings.stop_window, settings.stop_patience, settings.min_iterations, settings.stop_rise
+            settings.stop_window,
+            settings.stop_patience,
+            settings.min_iterations,
+            settings.stop_rise,
+            lag=round(3 / (1 - settings.ema)) if settings.ema < 1 else 0,
         )
         if settings.auto_stop
         else None
     )
 
     average: torch.Tensor | None = None
+    held: torch.Tensor | None = None
     checkpoint = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
     checkpoint_loss = math.inf
     losses: list[float] = []
@@ -196,6 +201,8 @@ def fit(
 
         if stopper is not None and not backtracked:
             stopper.observe(iteration, out)
+            if stopper.snapshot_due:
+                held = average.clone()
 
         now = time.perf_counter()
         step_times.append(now - step_start)
@@ -228,8 +235,10 @@ def fit(
 
     if average is None:
         raise RuntimeError("the fit produced no valid output: every step diverged")
+    # Stopped because noise was being fitted: the average from before that started.
+    final = held if stop_reason == "auto" and stopper.stop_kind == "noise" and held is not None else average
     return FitResult(
-        image=_to_numpy(average),
+        image=_to_numpy(final),
         iterations=iteration + 1,
         stop_reason=stop_reason,
         elapsed=time.perf_counter() - fit_start,
