@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--cap", type=int, default=2500, help="iterations to run past the stop")
     parser.add_argument("--threads", type=int)
-    parser.add_argument("--csv", type=Path, default=RESULTS / "autostop.csv")
+    parser.add_argument("--csv", type=Path, default=RESULTS / "autostop_runs.csv")
     parser.add_argument("--from-curves", nargs="*", type=Path, default=None,
                         help="re-evaluate saved curves (default: all in results/autostop/)")
     args = parser.parse_args()
