@@ -140,8 +140,10 @@ def fit_bytes_per_pixel(settings: Settings, channels: int) -> int:
     backward pass (9 and 5 at each level's resolution and the next coarser one, summed over the
     pyramid), and the input code three times (code, noise, their sum). Automatic stopping keeps
     the last ``stop_window`` outputs in float64. The extra KiB covers the rest (gradients in
-    flight, allocator slack): calibrated against peak RSS on CPU for 32 and 128 channels, where
-    this estimate is 5-15 % above the measurement.
+    flight, allocator slack): calibrated against peak RSS on CPU in float32, where it is 10-20 %
+    above the measurement for 128 channels and 8 % below it for 32; in bfloat16 it is about twice
+    the measurement (benchmarks/big_image.py). The budget is a share of the free memory, which
+    leaves room for the difference.
 
     Parameters
     ----------
