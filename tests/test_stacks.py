@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_dip.core import consume, restore_iter
-from napari_dip.core.stacks import StackLayout, restore_stack, restore_stack_iter
+from napari_dip.core.stacks import WARM_LR_SHARE, StackLayout, restore_stack, restore_stack_iter
 
 FAST = {"channels": 8, "scales": 2, "threads": 1, "preview_seconds": None}
 
@@ -63,10 +63,12 @@ def test_warm_start_hands_on_the_weights_at_the_first_plane_s_best_iteration(mov
         f"warm start: refitting the first plane for its best {best} iterations to hand on those weights"
     ]
     assert result.iterations == [first["iterations"], round(best / 2)] and result.refit_iterations == best
-    # The refit retraces the automatically stopped fit: stopped at its best, it gives its result.
-    fixed = dict(stopping, iterations=best, auto_stop=False)
-    retraced = consume(restore_iter(movie[0], seed=3, **fixed, **FAST)).image
-    np.testing.assert_array_equal(retraced, result.image[0])
+    # Plane 1 starts from plane 0 fitted exactly up to its best iteration, then runs a short, gentle fit.
+    handed_on = consume(restore_iter(movie[0], seed=3, keep_state=True, **dict(stopping, iterations=best,
+                                                                               auto_stop=False), **FAST)).state
+    warm = dict(stopping, iterations=round(best / 2), lr=0.02 * WARM_LR_SHARE, auto_stop=False)
+    expected = consume(restore_iter(movie[1], seed=3, initial_state=handed_on, **warm, **FAST)).image
+    np.testing.assert_array_equal(result.image[1], expected)
 
 
 def test_cancelling_stops_after_the_current_plane_and_keeps_finished_ones(movie):

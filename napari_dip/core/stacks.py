@@ -27,8 +27,8 @@ from .tiling import TiledRestoration, TileProgress, restore_tiled_iter
 
 __all__ = ["PlaneProgress", "StackRestoration", "StackLayout", "restore_stack_iter", "restore_stack"]
 
-# A warm-started plane runs this share of the first plane's best iteration count, at this share of
-# its learning rate, without automatic stopping. Measured on a noisy time-lapse
+# A warm-started plane runs this share of the first plane's best iteration count (its output
+# variance minimum), at this share of its learning rate, without automatic stopping. Measured on a noisy time-lapse
 # (benchmarks/warm_start.py): the first Adam steps at the full rate knock a fitted network far
 # off (they move every weight by about the learning rate), and the variance-based stopper,
 # which expects a fit that starts far from the image, does not find a minimum on a warm one.
@@ -193,8 +193,8 @@ def restore_stack_iter(
         Start each plane's fit from the previous plane's final network weights, for
         ``warm_iterations`` at ``WARM_LR_SHARE`` times the learning rate. The first plane is
         fitted as without warm start; if it stopped automatically, it is refitted up to its best
-        iteration (the same seed retraces the same path) to hand on the weights behind its
-        result rather than those ``stop_patience`` iterations later, which fit noise.
+        iteration, the minimum of its output variance (the same seed retraces the same path),
+        to hand on weights from before it began to fit the noise rather than its final ones.
     warm_iterations : int, optional
         Iterations of each warm-started plane; default ``WARM_ITERATION_SHARE`` times the first
         plane's best iteration (the median over tiles).
@@ -282,7 +282,8 @@ def _warm_options(first: TiledRestoration, span: int, options: dict, warm_iterat
 
 
 def _best_span(result: TiledRestoration) -> int:
-    """Iterations to the result of a plane's fit: its best iteration when it stopped by itself."""
+    """Iterations of a plane's fit worth handing on: up to its best iteration (variance minimum)
+    when it stopped by itself, else all of them; the median over tiles."""
     spans = [run["best_iteration"] if run["stop_reason"] == "auto" else run["iterations"] for run in result.runs]
     return int(np.median(spans))
 
