@@ -105,14 +105,15 @@ class BatchOptions:
     def __post_init__(self) -> None:
         # Fail now, once, rather than once per item on the workers.
         from .core.api import _check_task_inputs, resolve_settings
-        from .core.device import select_device
         from .core.presets import TASKS
 
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         _check_task_inputs(self.task, self.mask, self.scale, self.psf)
         resolve_settings(self.task, self.preset, self.scale, self.iterations, **self.advanced)
-        select_device(self.device)
+        # Only the name: a device missing here (a GPU on the workers only) may well be there.
+        if str(self.device).split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
+            raise ValueError(f"unknown device {self.device!r}; choose auto, cpu, cuda or mps")
 
 
 @dataclass

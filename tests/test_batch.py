@@ -78,6 +78,9 @@ def test_options_are_checked_before_any_item_runs():
         BatchOptions(task="inpaint")
     with pytest.raises(ValueError, match="unknown setting"):
         BatchOptions(advanced={"widht": 3})
+    with pytest.raises(ValueError, match="unknown device"):
+        BatchOptions(device="tpu")
+    BatchOptions(device="cuda:1")  # may exist on the workers only
 
 
 def test_rerun_skips_finished_outputs_and_stacks_are_assembled(inputs, reference, tmp_path):
