@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 setup(
     name="napari-dip",
     version="0.1.0",
-    description="Deep Image Prior restoration (denoise, inpaint, super-resolve, deblur) for napari and the command line",
+    description="Deep Image Prior restoration (denoise, inpaint, super-resolve, deblur) for napari and the CLI",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
