@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from problems import PROBLEMS, Problem  # noqa: E402
 
 from napari_dip.core import consume, resolve_settings, restore_iter  # noqa: E402
-from napari_dip.core.device import choose_threads, torch_threads  # noqa: E402
+from napari_dip.core.device import choose_threads, resolve_precision, torch_threads  # noqa: E402
 from napari_dip.core.networks import build_network  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -214,7 +214,8 @@ def bench_task(task: str, problem: Problem, problem_key: str, threads: int, quic
     default_settings = resolve_settings(task, "default", problem.kwargs.get("scale"))
     peak32 = matmul_peak_gflops(torch.float32, threads)
     peak16 = matmul_peak_gflops(torch.bfloat16, threads)
-    default_peak = peak16 if default_settings.precision == "bfloat16" else peak32
+    default_precision = resolve_precision(torch.device("cpu"), default_settings.precision)
+    default_peak = peak16 if default_precision == "bfloat16" else peak32
     gflops_paper = flops_paper / paper_step / 1e9
     gflops_default = flops_default * default["iterations"] / default["seconds"] / 1e9
 
@@ -227,7 +228,7 @@ def bench_task(task: str, problem: Problem, problem_key: str, threads: int, quic
                          f"{seconds:.2f}", threads, note])
     print(f"\nGFLOP/s: paper {gflops_paper:.0f} ({flops_paper / 1e9:.1f} GFLOP/it) of a {peak32:.0f} GFLOP/s fp32 "
           f"matmul peak; default {gflops_default:.0f} ({flops_default / 1e9:.1f} GFLOP/it) of a "
-          f"{default_peak:.0f} GFLOP/s {default_settings.precision} peak")
+          f"{default_peak:.0f} GFLOP/s {default_precision} peak")
 
 
 def main() -> None:

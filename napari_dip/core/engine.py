@@ -62,15 +62,12 @@ class FitResult:
 _PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _autocast(device: torch.device, precision: str):
+def _autocast_dtype(precision: str) -> torch.dtype | None:
     try:
-        dtype = _PRECISIONS[precision]
+        return _PRECISIONS[precision]
     except KeyError:
         choices = ", ".join(["auto", *_PRECISIONS])
         raise ValueError(f"unknown precision {precision!r}; choose one of {choices}") from None
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def fit(
@@ -101,6 +98,7 @@ def fit(
     start = time.perf_counter()
     device = device or torch.device("cpu")
     precision = resolve_precision(device, settings.precision)
+    autocast_dtype = _autocast_dtype(precision)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_network("skip", in_channels=settings.input_depth, out_channels=out_channels,
@@ -158,7 +156,7 @@ def fit(
         if settings.reg_noise_std > 0:
             net_input = code + jitter.normal_(generator=generator) * settings.reg_noise_std
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, precision):
+        with torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext():
             try:
                 out = forward(net_input)
             except Exception:
