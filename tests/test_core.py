@@ -31,6 +31,31 @@ def test_paper_network_has_official_parameter_count():
     assert count_parameters(SkipNet(32, 3)) == 2_217_831
 
 
+def test_shifted_sum_bilinear_upsampling_equals_interpolate():
+    # What the compiled network runs in place of F.interpolate must give the same values,
+    # edges included, for odd and even sizes, in both directions.
+    from napari_dip.core.networks import _bilinear_2x_along
+
+    x = torch.randn(2, 3, 5, 8, dtype=torch.float64, requires_grad=True)
+    expected = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    got = _bilinear_2x_along(_bilinear_2x_along(x, 2), 3)
+    torch.testing.assert_close(got, expected)
+    weights = torch.randn_like(expected)
+    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), x)
+    (grad_got,) = torch.autograd.grad((got * weights).sum(), x)
+    torch.testing.assert_close(grad_got, grad_expected)
+
+
+def test_narrow_top_level_keeps_shapes_and_cuts_parameters():
+    wide = SkipNet(32, 3, channels=64)
+    narrow = SkipNet(32, 3, channels=64, top_channels=32)
+    assert count_parameters(narrow) < count_parameters(wide)
+    z = torch.rand(1, 32, 64, 64)
+    assert narrow(z).shape == wide(z).shape == (1, 3, 64, 64)
+    assert narrow.body.decode[0][0][1].out_channels == 32  # the full-resolution 3×3 convolution
+    assert narrow.body.deeper[2].decode[0][0][1].out_channels == 64
+
+
 def test_lanczos2_kernel_is_normalised_and_symmetric():
     kernel = lanczos2_kernel(4)
     assert kernel.shape == (15, 15)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["SkipNet", "build_network", "NETWORKS", "count_parameters"]
@@ -62,7 +63,7 @@ class _Level(nn.Module):
         ]
         if inner is not None:
             deeper.append(inner)
-        deeper.append(nn.Upsample(scale_factor=2, mode=upsample_mode, **_align(upsample_mode)))
+        deeper.append(Upsample2x(upsample_mode))
         self.deeper = nn.Sequential(*deeper)
         joined = skip_ch + inner_out_ch
         self.join_norm = nn.BatchNorm2d(joined)
@@ -78,8 +79,40 @@ class _Level(nn.Module):
         return self.decode(self.join_norm(deep))
 
 
-def _align(mode: str) -> dict:
-    return {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+class Upsample2x(nn.Module):
+    """×2 upsampling, ``"bilinear"`` (align_corners=False) or ``"nearest"``.
+
+    Under ``torch.compile`` bilinear upsampling is written as shifted sums (each new pixel is
+    3/4 of its source pixel plus 1/4 of the neighbour on its side, edges clamped): the same
+    values as ``F.interpolate``, but the compiler fuses it and its gradient with the
+    surrounding normalisation, where its own gradient kernel is a slow scatter. Eager mode keeps
+    ``F.interpolate``, which is faster there.
+    """
+
+    def __init__(self, mode: str = "bilinear") -> None:
+        super().__init__()
+        if mode not in ("bilinear", "nearest"):
+            raise ValueError(f"unknown upsampling mode {mode!r}; choose bilinear or nearest")
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "nearest":
+            return F.interpolate(x, scale_factor=2, mode="nearest")
+        if torch.compiler.is_compiling():
+            return _bilinear_2x_along(_bilinear_2x_along(x, 2), 3)
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
+def _bilinear_2x_along(x: torch.Tensor, dim: int) -> torch.Tensor:
+    n = x.shape[dim]
+    before = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
+    after = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
+    shape = list(x.shape)
+    shape[dim] = 2 * n
+    return torch.stack([0.75 * x + 0.25 * before, 0.75 * x + 0.25 * after], dim + 1).reshape(shape)
 
 
 class SkipNet(nn.Module):
@@ -99,6 +132,10 @@ class SkipNet(nn.Module):
         ``"bilinear"`` (paper denoising/super-resolution) or ``"nearest"`` (paper inpainting).
     pad : str
         ``"reflection"`` (paper) or ``"zero"``.
+    top_channels : int, optional
+        Width of the finest level only (default: ``channels``). The finest level runs at full
+        resolution and costs more than all coarser levels together, so narrowing it alone is the
+        cheapest way to cut a step's work.
     """
 
     def __init__(
@@ -111,27 +148,29 @@ class SkipNet(nn.Module):
         skip_channels: int = 4,
         upsample_mode: str = "bilinear",
         pad: str = "reflection",
+        top_channels: int | None = None,
     ) -> None:
         super().__init__()
         if scales < 1:
             raise ValueError(f"scales must be at least 1, got {scales}")
         self.scales = scales
+        widths = [top_channels or channels] + [channels] * (scales - 1)
         inner: _Level | None = None
         # Build from the coarsest level outwards so each level can wrap the next one.
         for level in reversed(range(scales)):
-            level_in = in_channels if level == 0 else channels
+            level_in = in_channels if level == 0 else widths[level - 1]
             inner = _Level(
                 level_in,
-                channels,
-                channels,
+                widths[level],
+                widths[level],
                 skip_channels,
                 inner,
-                channels,
+                widths[level + 1] if level + 1 < scales else widths[level],
                 upsample_mode,
                 pad,
             )
         self.body = inner
-        self.head = nn.Sequential(nn.Conv2d(channels, out_channels, 1), nn.Sigmoid())
+        self.head = nn.Sequential(nn.Conv2d(widths[0], out_channels, 1), nn.Sigmoid())
 
     @property
     def size_multiple(self) -> int:
