@@ -18,8 +18,10 @@ from napari_dip.core import restore_iter
 CONFIGS = {
     "paper (fp32, 128 ch)": {"preset": "paper"},
     "64 ch, fp32": {"preset": "paper", "channels": 64},
-    "64 ch, bf16, channels-last (default, eager)": {"preset": "default", "compile": "off"},
-    "default (compiled)": {"preset": "default", "compile": "on"},
+    "64 ch, bf16, channels-last, eager": {"preset": "default", "compile": "off", "top_channels": 64},
+    "64 ch, bf16, channels-last, compiled": {"preset": "default", "compile": "on", "top_channels": 64},
+    "default: 32 ch at full resolution, eager": {"preset": "default", "compile": "off"},
+    "default: 32 ch at full resolution, compiled": {"preset": "default", "compile": "on"},
 }
 
 
