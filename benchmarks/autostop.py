@@ -35,8 +35,7 @@ def stop_on_curve(path: Path) -> dict:
     settings = preset_settings("denoise")
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
-    stopper = WindowedVarianceStopper(settings.stop_window, settings.stop_patience, settings.min_iterations,
-                                      settings.stop_rise, lag=round(3 / (1 - settings.ema)))
+    stopper = WindowedVarianceStopper.from_settings(settings)
     stop = returned = int(rows[-1]["iteration"])
     for row in rows:
         variance = float(row["variance"])

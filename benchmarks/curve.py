@@ -37,8 +37,7 @@ def record(problem, preset: str, every: int, out: Path, threads: int | None, **a
         problem.observed, problem.task, preset=preset, seed=0, threads=threads,
         preview_seconds=None, preview_iterations=1, **problem.kwargs, **{**advanced, "auto_stop": False},
     )
-    watcher = WindowedVarianceStopper(settings.stop_window, settings.stop_patience, settings.min_iterations,
-                                      settings.stop_rise, lag=round(3 / (1 - settings.ema)))
+    watcher = WindowedVarianceStopper.from_settings(settings)
     auto = {}
     held = None
     out.parent.mkdir(parents=True, exist_ok=True)

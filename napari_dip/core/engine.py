@@ -128,17 +128,7 @@ def fit(
             raise ValueError("no pixel of the image is known: nothing to fit")
 
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
-    stopper = (
-        WindowedVarianceStopper(
-            settings.stop_window,
-            settings.stop_patience,
-            settings.min_iterations,
-            settings.stop_rise,
-            lag=round(3 / (1 - settings.ema)) if settings.ema < 1 else 0,
-        )
-        if settings.auto_stop
-        else None
-    )
+    stopper = WindowedVarianceStopper.from_settings(settings) if settings.auto_stop else None
 
     average: torch.Tensor | None = None
     held: torch.Tensor | None = None

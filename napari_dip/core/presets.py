@@ -31,7 +31,7 @@ class Settings:
     ema: float = 0.99
     auto_stop: bool = False
     stop_window: int = 100
-    stop_patience: int = 700
+    stop_patience: int = 1000
     stop_rise: float = 0.3
     min_iterations: int = 200
     precision: str = "float32"  # or "bfloat16", "float16", "auto" (fastest native one)
