@@ -145,9 +145,9 @@ def paper_curve(task: str, problem_key: str) -> tuple[list[dict], str, bool] | N
     """
     candidates = [
         (f"curve_paper_{problem_key}.csv", "our paper preset", False),
-        (f"curve_official_{problem_key}.csv", "official DIP code", False),
+        (f"curve_official_{problem_key}.csv", "the official DIP code", False),
         (f"curve_paper_{problem_key}_partial.csv", "our paper preset", True),
-        (f"curve_official_{problem_key}_partial.csv", "official DIP code", True),
+        (f"curve_official_{problem_key}_partial.csv", "the official DIP code", True),
     ]
     for name, source, partial in candidates:
         path = RESULTS / name
@@ -205,7 +205,7 @@ def bench_task(task: str, problem: Problem, problem_key: str, threads: int, quic
         last = curve[-1]
         cut = f", cut at it {last['iteration']:.0f} of {paper.iterations}" if partial else ""
         rows.append((f"DIP paper, best average (it {best['iteration']:.0f})", best["psnr_avg"], best["ssim_avg"],
-                     paper_step * best["iteration"], f"curve of the {source}{cut}, time re-measured here"))
+                     paper_step * best["iteration"], f"curve from {source}{cut}, time re-measured here"))
         if partial:
             rows.append((f"DIP paper, fixed stop (it {paper.iterations})", float("nan"), float("nan"),
                          paper_seconds, f"{paper_step:.3f} s/it; not on the cached curve"))

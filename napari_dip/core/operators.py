@@ -70,9 +70,14 @@ class InpaintOperator(ForwardOperator):
 def lanczos2_kernel(factor: int) -> np.ndarray:
     """The 2D Lanczos2 anti-aliasing kernel used by the DIP paper for ×``factor`` downsampling.
 
-    Size ``4 * factor - 1``, taps at ``k / factor`` for integer ``k``, normalised to sum 1.
+    Taps at ``k / factor`` from the kernel's centre over the Lanczos2 support (±2 low-resolution
+    pixels), normalised to sum 1. For an even factor the centre falls between two pixels (size
+    ``4 * factor``), for an odd one on a pixel (size ``4 * factor - 1``): either way a
+    low-resolution pixel is centred on its block of ``factor`` high-resolution pixels, the
+    convention of PIL, OpenCV and scikit-image resizing.
     """
-    taps = np.arange(-(2 * factor - 1), 2 * factor) / factor
+    size = 4 * factor if factor % 2 == 0 else 4 * factor - 1
+    taps = (np.arange(size) - (size - 1) / 2) / factor
     weights = np.sinc(taps) * np.sinc(taps / 2)
     kernel = np.outer(weights, weights)
     return kernel / kernel.sum()
@@ -86,8 +91,16 @@ class _DepthwiseConv(ForwardOperator):
         kernel = np.asarray(kernel, dtype=np.float32)
         self.register_buffer("_kernel", torch.from_numpy(kernel.copy())[None, None])
         kh, kw = kernel.shape
-        # Odd kernels are centred; even ones are centred to within half a pixel.
-        self._pad = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+        if stride == 1:
+            # Odd kernels are centred; even ones are centred to within half a pixel.
+            self._pad = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+        else:
+            # Output pixel j is centred on input pixel stride * j + (stride - 1) / 2 (the
+            # middle of its block): (k - stride) / 2 padding on each side does that for a
+            # kernel of size k with k - stride even, and keeps exactly size / stride outputs.
+            if (kw - stride) % 2 or (kh - stride) % 2:
+                raise ValueError(f"a {kh}×{kw} kernel cannot be centred on blocks of {stride} pixels")
+            self._pad = ((kw - stride) // 2,) * 2 + ((kh - stride) // 2,) * 2
         self._stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
