@@ -112,7 +112,8 @@ def _bilinear_2x_along(x: torch.Tensor, dim: int) -> torch.Tensor:
     after = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
     shape = list(x.shape)
     shape[dim] = 2 * n
-    return torch.stack([0.75 * x + 0.25 * before, 0.75 * x + 0.25 * after], dim + 1).reshape(shape)
+    centre = 0.75 * x
+    return torch.stack([centre + 0.25 * before, centre + 0.25 * after], dim + 1).reshape(shape)
 
 
 class SkipNet(nn.Module):

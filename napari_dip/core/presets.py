@@ -94,8 +94,8 @@ _DEFAULT_PRECISION = {"inpaint": "float32"}
 
 def _default_from_paper(task: str, paper: Settings) -> Settings:
     """The paper's optimisation on a network half as wide (a quarter as wide at full resolution),
-    in the device's fastest precision, compiled, and stopped automatically (benchmarks/bench.py
-    and docs/benchmarks.md measure each of these)."""
+    in the device's fastest precision (float32 for inpainting), compiled, and stopped
+    automatically (benchmarks/bench.py and docs/benchmarks.md measure each of these)."""
     return replace(
         paper,
         iterations=_DEFAULT_CAPS.get(task, paper.iterations),
