@@ -19,6 +19,8 @@ CROPS = {
     "camera": lambda: data.camera()[64:320, 160:416],
     "coffee": lambda: data.coffee()[80:336, 120:376],
     "chelsea": lambda: data.chelsea()[0:256, 100:356],
+    # The whole 512² camera, for tiled-versus-untiled comparisons (benchmarks/tile_seams.py).
+    "camera512": lambda: data.camera(),
     # Held out: not used while choosing the stopping rule's constants.
     "ihc": lambda: data.immunohistochemistry()[128:384, 128:384],
     "moon": lambda: data.moon()[128:384, 128:384],

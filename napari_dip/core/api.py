@@ -14,9 +14,14 @@ from .arrays import Intensity, check_finite, from_channels_first, pad_to_multipl
 from .device import choose_threads, select_device, torch_threads
 from .engine import STOP_REASONS, Progress, fit
 from .operators import BlurOperator, DownsampleOperator, ForwardOperator, IdentityOperator, InpaintOperator
+from .networks import depth_scales_for
 from .presets import TASKS, Settings, preset_settings
 
-__all__ = ["restore", "restore_iter", "Restoration", "resolve_settings", "TASKS"]
+# Tasks whose forward model works the same in 3D: the others act on planes (JPEG blocks, a 2D
+# PSF, a 2D resampling kernel).
+VOLUME_TASKS = ("denoise", "inpaint")  # the message in restore_iter names them
+
+__all__ = ["restore", "restore_iter", "Restoration", "resolve_settings", "TASKS", "VOLUME_TASKS"]
 
 
 @dataclass
@@ -97,6 +102,20 @@ def _build_operator(task: str, mask, scale, psf) -> ForwardOperator:
     return IdentityOperator()
 
 
+def _check_volume_memory(settings: Settings, channels: int, shape: tuple[int, ...], device: torch.device) -> None:
+    """A volume is fitted whole (it is not tiled): refuse, with the sizes, one that would not fit."""
+    from .tiling import _default_budget, fit_bytes_per_pixel
+
+    need = fit_bytes_per_pixel(settings, channels) * math.prod(shape)
+    budget = _default_budget(device)
+    if need > budget:
+        raise ValueError(
+            f"a volume of {'×'.join(str(n) for n in shape)} voxels needs about {need / 2**30:.1f} GiB "
+            f"to fit whole, more than the {budget / 2**30:.1f} GiB available: crop it, narrow the "
+            "network (channels), or restore its planes one by one"
+        )
+
+
 def _check_task_inputs(task: str, mask, scale, psf) -> None:
     if task == "inpaint" and mask is None:
         raise ValueError("inpainting needs a mask: nonzero where pixels must be filled")
@@ -132,6 +151,7 @@ def restore_iter(
     preview_iterations: int | None = None,
     initial_state: dict | None = None,
     keep_state: bool = False,
+    volume: bool = False,
     **advanced,
 ) -> Generator[Progress, None, Restoration]:
     """Generator form of :func:`restore`: yields :class:`Progress` events, returns a
@@ -148,12 +168,18 @@ def restore_iter(
         raise ValueError(f"the image is empty (shape {image.shape})")
     if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool) or np.iscomplexobj(image):
         raise ValueError(f"the image must hold real numbers, got dtype {image.dtype}")
-    if channel_axis is None and image.ndim == 3 and image.shape[-1] in (3, 4):
+    spatial_dims = 3 if volume else 2
+    if channel_axis is None and image.ndim == spatial_dims + 1 and image.shape[-1] in (3, 4):
         channel_axis = -1
-    chw = to_channels_first(image, channel_axis)
+    chw = to_channels_first(image, channel_axis, spatial_dims)
     check_finite(chw)
     spatial = chw.shape[1:]
     _check_task_inputs(task, mask, scale, psf)
+    if volume and task not in VOLUME_TASKS:
+        raise ValueError(
+            f"task {task!r} is not available for volumes, only denoising and inpainting: "
+            f"restore the planes one by one for {task!r}"
+        )
     settings = resolve_settings(task, preset, scale, iterations, **advanced)
     factor = int(scale) if task == "sr" else 1
     fill = _spatial_mask(mask, spatial) if task == "inpaint" else None
@@ -163,22 +189,30 @@ def restore_iter(
     # Pad the observation so that the network's output (factor × larger) divides by 2^scales;
     # padded pixels are excluded from the loss, and the result is cropped back.
     # The coarsest level needs at least 2×2 pixels (BatchNorm statistics, reflection padding).
-    padded, (h, w) = pad_to_multiple(
-        unit, multiple // math.gcd(multiple, factor), minimum=-(-2 * multiple // factor)
-    )
+    multiples = [multiple // math.gcd(multiple, factor)] * 2
+    minimums = [-(-2 * multiple // factor)] * 2
+    depth_scales = None
+    if volume:
+        depth_scales = depth_scales_for(spatial[0], settings.scales)
+        multiples.insert(0, 2**depth_scales)
+        minimums.insert(0, 2 ** (depth_scales + 1))
+    padded, _ = pad_to_multiple(unit, tuple(multiples), minimum=tuple(minimums))
+    inside = tuple(slice(0, n) for n in spatial)
     known = np.zeros(padded.shape[1:], dtype=bool)
-    known[:h, :w] = True
+    known[inside] = True
     if fill is not None:
-        known[:h, :w] &= ~fill
+        known[inside] &= ~fill
     operator = _build_operator(task, ~known, scale, psf)
-    out_h, out_w = h * factor, w * factor
-    out_shape = (padded.shape[1] * factor, padded.shape[2] * factor)
+    out_inside = (slice(None),) + tuple(slice(0, n * factor) for n in spatial)
+    out_shape = tuple(n * factor for n in padded.shape[1:])
 
     def to_output(unit_chw: np.ndarray) -> np.ndarray:
-        return from_channels_first(intensity.from_unit(unit_chw[:, :out_h, :out_w]), channel_axis)
+        return from_channels_first(intensity.from_unit(unit_chw[out_inside]), channel_axis)
 
     torch_device = select_device(device)
-    n_threads = choose_threads(out_shape[0] * out_shape[1], threads)
+    if volume:
+        _check_volume_memory(settings, chw.shape[0], out_shape, torch_device)
+    n_threads = choose_threads(math.prod(out_shape), threads)
     with torch_threads(n_threads):
         run = fit(
             torch.from_numpy(padded)[None],
@@ -193,6 +227,7 @@ def restore_iter(
             preview_iterations=preview_iterations,
             initial_state=initial_state,
             keep_state=keep_state,
+            depth_scales=depth_scales,
         )
         try:
             while True:
@@ -235,6 +270,7 @@ def restore(
     seed: int = 0,
     device: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
+    volume: bool = False,
     **advanced,
 ) -> np.ndarray:
     """Restore an image with a Deep Image Prior.
@@ -245,13 +281,15 @@ def restore(
     Parameters
     ----------
     image : ndarray
-        (H, W) grayscale, (H, W, 3|4) RGB(A), or any channel count with ``channel_axis``.
-        uint8, uint16, float32/float64 in any range.
+        (H, W) grayscale, (H, W, 3|4) RGB(A), or any channel count with ``channel_axis``;
+        with ``volume=True`` (D, H, W), with or without channels. uint8, uint16,
+        float32/float64 in any range.
     task : {"denoise", "inpaint", "sr", "deblur", "jpeg"}
         Denoising, inpainting (needs ``mask``), super-resolution (needs ``scale``), deblurring
         (needs ``psf``), JPEG artifact removal.
     mask : ndarray, optional
-        (H, W); nonzero/True marks the pixels to fill (inpainting only).
+        (H, W), or (D, H, W) for a volume; nonzero/True marks the pixels to fill (inpainting
+        only).
     scale : int, optional
         Upscaling factor for super-resolution; the result is ``scale`` times larger.
     psf : ndarray, optional
@@ -270,6 +308,9 @@ def restore(
         ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"mps"``.
     progress : bool or callable, optional
         True shows a tqdm progress bar; a callable is called with every :class:`Progress`.
+    volume : bool
+        Restore a z-stack as one volume with a 3D network (denoising and inpainting), so that
+        the prior also ties neighbouring slices together, instead of plane by plane.
     **advanced
         Fields of :class:`~napari_dip.core.presets.Settings` (``lr``, ``reg_noise_std``,
         ``channels``, ``scales``, ``auto_stop``, ...) and ``threads``.
@@ -293,7 +334,7 @@ def restore(
     run = restore_iter(
         image, task, mask=mask, scale=scale, psf=psf, channel_axis=channel_axis, preset=preset,
         iterations=iterations, seed=seed, device=device,
-        preview_seconds=None, **advanced,
+        preview_seconds=None, volume=volume, **advanced,
     )
     return consume(run, progress).image
 

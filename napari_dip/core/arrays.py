@@ -23,19 +23,25 @@ def check_finite(array: np.ndarray, name: str = "image") -> None:
             )
 
 
-def to_channels_first(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
-    """(H, W) or channels anywhere -> (C, H, W)."""
+def to_channels_first(image: np.ndarray, channel_axis: int | None, spatial_dims: int = 2) -> np.ndarray:
+    """(H, W), or (D, H, W) for a volume, with or without a channel axis anywhere -> (C, ...)."""
+    what = "(height, width)" if spatial_dims == 2 else "(depth, height, width)"
     if channel_axis is None:
-        if image.ndim != 2:
+        if spatial_dims == 3 and image.ndim != 3:
+            raise ValueError(
+                f"a volume has three spatial axes (depth, height, width), with or without a channel "
+                f"axis; got shape {image.shape} (give channel_axis if one of its axes is channels)"
+            )
+        if image.ndim != spatial_dims:
             raise ValueError(
                 f"an image of shape {image.shape} needs channel_axis: "
                 "restore() takes 2D planes, with or without one channel axis"
             )
         return image[None]
-    if image.ndim != 3:
+    if image.ndim != spatial_dims + 1:
         raise ValueError(
-            f"an image of shape {image.shape} with channel_axis={channel_axis} must have 3 "
-            "dimensions (height, width and channels)"
+            f"an image of shape {image.shape} with channel_axis={channel_axis} must have "
+            f"{spatial_dims + 1} dimensions, {what} and channels"
         )
     return np.moveaxis(image, channel_axis, 0)
 
@@ -55,8 +61,8 @@ class Intensity:
     from their minimum to their maximum so that the network sees its full output range.
     """
 
-    low: np.ndarray  # (C, 1, 1)
-    high: np.ndarray  # (C, 1, 1)
+    low: np.ndarray  # (C, 1, 1), or (C, 1, 1, 1) for a volume
+    high: np.ndarray
     dtype: np.dtype
 
     @classmethod
@@ -72,7 +78,7 @@ class Intensity:
             flat = chw.reshape(channels, -1).astype(np.float64)
             low, high = flat.min(axis=1), flat.max(axis=1)
             high = np.where(high > low, high, low + 1)
-        shape = (channels, 1, 1)
+        shape = (channels,) + (1,) * (chw.ndim - 1)
         return cls(low.reshape(shape), high.reshape(shape), chw.dtype)
 
     def to_unit(self, chw: np.ndarray) -> np.ndarray:
@@ -89,14 +95,21 @@ class Intensity:
         return values.astype(self.dtype)
 
 
-def pad_to_multiple(chw: np.ndarray, multiple: int, minimum: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
-    """Mirror-pad height and width up to a multiple of ``multiple`` and at least ``minimum``.
+def pad_to_multiple(
+    chw: np.ndarray, multiple: int | tuple[int, ...], minimum: int | tuple[int, ...] = 1
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Mirror-pad every spatial axis up to a multiple of ``multiple`` and at least ``minimum``
+    (one value for all axes, or one per axis).
 
-    Returns the padded array and the original (H, W).
+    Returns the padded array and the original spatial shape.
     """
-    _, h, w = chw.shape
-    target_h = max(-(-h // multiple) * multiple, -(-minimum // multiple) * multiple)
-    target_w = max(-(-w // multiple) * multiple, -(-minimum // multiple) * multiple)
-    if (target_h, target_w) != (h, w):
-        chw = np.pad(chw, ((0, 0), (0, target_h - h), (0, target_w - w)), mode="symmetric")
-    return chw, (h, w)
+    spatial = chw.shape[1:]
+    multiples = (multiple,) * len(spatial) if isinstance(multiple, int) else tuple(multiple)
+    minimums = (minimum,) * len(spatial) if isinstance(minimum, int) else tuple(minimum)
+    target = tuple(
+        max(-(-n // m) * m, -(-low // m) * m) for n, m, low in zip(spatial, multiples, minimums, strict=True)
+    )
+    if target != spatial:
+        pads = ((0, 0),) + tuple((0, t - n) for n, t in zip(spatial, target, strict=True))
+        chw = np.pad(chw, pads, mode="symmetric")
+    return chw, tuple(spatial)

@@ -76,7 +76,7 @@ def fit(
     settings: Settings,
     *,
     out_channels: int,
-    out_shape: tuple[int, int],
+    out_shape: tuple[int, ...],
     known: torch.Tensor | None = None,
     seed: int = 0,
     device: torch.device | None = None,
@@ -84,10 +84,13 @@ def fit(
     preview_iterations: int | None = None,
     initial_state: dict | None = None,
     keep_state: bool = False,
+    depth_scales: int | None = None,
 ) -> Generator[Progress, None, FitResult]:
-    """Fit a fresh network to ``observation`` (1, C, h, w) through ``operator``.
+    """Fit a fresh network to ``observation`` (1, C, h, w) through ``operator``; a volume
+    (1, C, d, h, w) with a 3D network when ``out_shape`` has three sizes, the first
+    ``depth_scales`` of its levels halving the depth.
 
-    ``known`` (h, w) bool marks the observed pixels that count in the loss (padding and
+    ``known`` (h, w) (or (d, h, w)) bool marks the observed pixels that count in the loss (padding and
     pixels to inpaint are excluded). Previews are produced every ``preview_seconds`` of wall
     time and/or every ``preview_iterations`` steps.
 
@@ -99,15 +102,18 @@ def fit(
     device = device or torch.device("cpu")
     precision = resolve_precision(device, settings.precision)
     autocast_dtype = _autocast_dtype(precision)
+    dims = len(out_shape)
+    volume = {"dims": 3, "depth_scales": depth_scales} if dims == 3 else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_network("skip", in_channels=settings.input_depth, out_channels=out_channels,
-                            **settings.network_kwargs())
+                            **settings.network_kwargs(), **volume)
     if initial_state is not None:
         net.load_state_dict(initial_state)
-    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    channels_last = torch.channels_last if dims == 2 else torch.channels_last_3d
+    memory_format = channels_last if settings.channels_last else torch.contiguous_format
     net = net.to(device=device, memory_format=memory_format)
-    compile_network = resolve_compile(settings.compile, device, out_shape[0] * out_shape[1])
+    compile_network = resolve_compile(settings.compile, device, math.prod(out_shape))
     forward = _compiled(net) if compile_network else net
     operator = operator.to(device)
     observation = observation.to(device=device, dtype=torch.float32)

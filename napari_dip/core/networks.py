@@ -5,6 +5,11 @@ The default is the encoder-decoder with skip connections of the Deep Image Prior
 stride-2 downsampling, reflection padding, BatchNorm + LeakyReLU, a 1×1 convolution after every
 upsampling step and a sigmoid output. With 32 input channels, 5 scales of 128 channels, 4-channel
 skips and 3 output channels it has 2,217,831 parameters.
+
+The same network is built with 3D convolutions (``dims=3``) for volumes: a z-stack restored as
+one object, whose prior then also ties neighbouring slices together. Microscopy stacks have few
+slices, so only the first ``depth_scales`` levels halve the depth; the coarser ones halve height
+and width alone.
 """
 
 from __future__ import annotations
@@ -15,23 +20,52 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SkipNet", "build_network", "NETWORKS", "count_parameters"]
+__all__ = ["SkipNet", "build_network", "NETWORKS", "count_parameters", "depth_scales_for"]
+
+Stride = int | tuple[int, ...]
+
+# Convolution, normalisation and reflection padding for 2D images and 3D volumes.
+_LAYERS = {
+    2: (nn.Conv2d, nn.BatchNorm2d, nn.ReflectionPad2d),
+    3: (nn.Conv3d, nn.BatchNorm3d, nn.ReflectionPad3d),
+}
 
 
-def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, pad: str = "reflection") -> nn.Module:
+def depth_scales_for(depth: int, scales: int, max_padding: float = 0.25) -> int:
+    """How many levels of a 3D network halve a volume's ``depth``.
+
+    As many as leave at least two slices at the coarsest of them (a 3×3×3 convolution with
+    reflection padding needs two) without padding the depth, to a multiple of ``2 ** halvings``,
+    by more than ``max_padding`` of it: padded slices cost as much as real ones.
+    """
+    best = 0
+    for halvings in range(1, scales + 1):
+        multiple = 2**halvings
+        padded = -(-depth // multiple) * multiple
+        if padded // multiple < 2:
+            break
+        if padded <= depth * (1 + max_padding):
+            best = halvings
+    return best
+
+
+def _conv(in_ch: int, out_ch: int, kernel: int, stride: Stride = 1, pad: str = "reflection", dims: int = 2) -> nn.Module:
     """A convolution that keeps the spatial size (divided by ``stride``)."""
+    conv, _, reflection = _LAYERS[dims]
     padding = (kernel - 1) // 2
     if padding == 0:
-        return nn.Conv2d(in_ch, out_ch, kernel, stride=stride)
+        return conv(in_ch, out_ch, kernel, stride=stride)
     if pad == "reflection":
-        return nn.Sequential(nn.ReflectionPad2d(padding), nn.Conv2d(in_ch, out_ch, kernel, stride=stride))
-    return nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding)
+        return nn.Sequential(reflection(padding), conv(in_ch, out_ch, kernel, stride=stride))
+    return conv(in_ch, out_ch, kernel, stride=stride, padding=padding)
 
 
-def _conv_bn_act(in_ch: int, out_ch: int, kernel: int, stride: int = 1, pad: str = "reflection") -> nn.Sequential:
+def _conv_bn_act(
+    in_ch: int, out_ch: int, kernel: int, stride: Stride = 1, pad: str = "reflection", dims: int = 2
+) -> nn.Sequential:
     return nn.Sequential(
-        _conv(in_ch, out_ch, kernel, stride, pad),
-        nn.BatchNorm2d(out_ch),
+        _conv(in_ch, out_ch, kernel, stride, pad, dims),
+        _LAYERS[dims][1](out_ch),
         nn.LeakyReLU(0.2, inplace=True),
     )
 
@@ -39,7 +73,8 @@ def _conv_bn_act(in_ch: int, out_ch: int, kernel: int, stride: int = 1, pad: str
 class _Level(nn.Module):
     """One scale of the U: a skip branch and a deeper branch, joined and decoded.
 
-    ``inner`` is the next (coarser) level, or ``None`` at the bottom.
+    ``inner`` is the next (coarser) level, or ``None`` at the bottom. ``stride`` is how the
+    deeper branch downsamples (2, or per axis, e.g. (1, 2, 2) to keep a volume's depth).
     """
 
     def __init__(
@@ -54,22 +89,25 @@ class _Level(nn.Module):
         pad: str,
         kernel_down: int = 3,
         kernel_up: int = 3,
+        dims: int = 2,
+        stride: Stride = 2,
     ) -> None:
         super().__init__()
-        self.skip = _conv_bn_act(in_ch, skip_ch, 1, pad=pad) if skip_ch else None
+        self.skip = _conv_bn_act(in_ch, skip_ch, 1, pad=pad, dims=dims) if skip_ch else None
         deeper = [
-            _conv_bn_act(in_ch, down_ch, kernel_down, stride=2, pad=pad),
-            _conv_bn_act(down_ch, down_ch, kernel_down, pad=pad),
+            _conv_bn_act(in_ch, down_ch, kernel_down, stride=stride, pad=pad, dims=dims),
+            _conv_bn_act(down_ch, down_ch, kernel_down, pad=pad, dims=dims),
         ]
         if inner is not None:
             deeper.append(inner)
-        deeper.append(Upsample2x(upsample_mode))
+        strides = (stride,) * dims if isinstance(stride, int) else tuple(stride)
+        deeper.append(Upsample2x(upsample_mode, axes=tuple(axis for axis, s in enumerate(strides) if s == 2)))
         self.deeper = nn.Sequential(*deeper)
         joined = skip_ch + inner_out_ch
-        self.join_norm = nn.BatchNorm2d(joined)
+        self.join_norm = _LAYERS[dims][1](joined)
         self.decode = nn.Sequential(
-            _conv_bn_act(joined, up_ch, kernel_up, pad=pad),
-            _conv_bn_act(up_ch, up_ch, 1, pad=pad),
+            _conv_bn_act(joined, up_ch, kernel_up, pad=pad, dims=dims),
+            _conv_bn_act(up_ch, up_ch, 1, pad=pad, dims=dims),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +118,8 @@ class _Level(nn.Module):
 
 
 class Upsample2x(nn.Module):
-    """×2 upsampling, ``"bilinear"`` (align_corners=False) or ``"nearest"``.
+    """×2 upsampling, ``"bilinear"`` (align_corners=False; trilinear for volumes) or ``"nearest"``,
+    along every spatial axis or only along ``axes`` (indices among the spatial axes).
 
     Under ``torch.compile`` bilinear upsampling is written as shifted sums (each new pixel is
     3/4 of its source pixel plus 1/4 of the neighbour on its side, edges clamped): the same
@@ -89,21 +128,28 @@ class Upsample2x(nn.Module):
     ``F.interpolate``, which is faster there.
     """
 
-    def __init__(self, mode: str = "bilinear") -> None:
+    def __init__(self, mode: str = "bilinear", axes: tuple[int, ...] | None = None) -> None:
         super().__init__()
         if mode not in ("bilinear", "nearest"):
             raise ValueError(f"unknown upsampling mode {mode!r}; choose bilinear or nearest")
         self.mode = mode
+        self.axes = axes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spatial = x.dim() - 2
+        axes = range(spatial) if self.axes is None else self.axes
+        factors = tuple(2 if axis in axes else 1 for axis in range(spatial))
         if self.mode == "nearest":
-            return F.interpolate(x, scale_factor=2, mode="nearest")
+            return F.interpolate(x, scale_factor=factors, mode="nearest")
         if torch.compiler.is_compiling():
-            return _bilinear_2x_along(_bilinear_2x_along(x, 2), 3)
-        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            for axis in axes:
+                x = _bilinear_2x_along(x, axis + 2)
+            return x
+        mode = "bilinear" if spatial == 2 else "trilinear"
+        return F.interpolate(x, scale_factor=factors, mode=mode, align_corners=False)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
+        return f"mode={self.mode!r}" + (f", axes={self.axes}" if self.axes is not None else "")
 
 
 def _bilinear_2x_along(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -137,6 +183,11 @@ class SkipNet(nn.Module):
         Width of the finest level only (default: ``channels``). The finest level runs at full
         resolution and costs more than all coarser levels together, so narrowing it alone is the
         cheapest way to cut a step's work.
+    dims : int
+        2 for images (N, C, H, W), 3 for volumes (N, C, D, H, W).
+    depth_scales : int, optional
+        For volumes: how many of the finest levels also halve the depth (default: all); the
+        depth must be divisible by ``2 ** depth_scales`` (:func:`depth_scales_for` picks it).
     """
 
     def __init__(
@@ -150,11 +201,17 @@ class SkipNet(nn.Module):
         upsample_mode: str = "bilinear",
         pad: str = "reflection",
         top_channels: int | None = None,
+        dims: int = 2,
+        depth_scales: int | None = None,
     ) -> None:
         super().__init__()
         if scales < 1:
             raise ValueError(f"scales must be at least 1, got {scales}")
+        if dims not in _LAYERS:
+            raise ValueError(f"dims must be 2 (images) or 3 (volumes), got {dims}")
         self.scales = scales
+        self.dims = dims
+        self.depth_scales = scales if depth_scales is None or dims == 2 else min(depth_scales, scales)
         widths = [top_channels or channels] + [channels] * (scales - 1)
         inner: _Level | None = None
         # Build from the coarsest level outwards so each level can wrap the next one.
@@ -169,13 +226,22 @@ class SkipNet(nn.Module):
                 widths[level + 1] if level + 1 < scales else widths[level],
                 upsample_mode,
                 pad,
+                dims=dims,
+                stride=2 if dims == 2 or level < self.depth_scales else (1, 2, 2),
             )
         self.body = inner
-        self.head = nn.Sequential(nn.Conv2d(widths[0], out_channels, 1), nn.Sigmoid())
+        self.head = nn.Sequential(_LAYERS[dims][0](widths[0], out_channels, 1), nn.Sigmoid())
 
     @property
     def size_multiple(self) -> int:
         return 2**self.scales
+
+    @property
+    def size_multiples(self) -> tuple[int, ...]:
+        """What each spatial size must be divisible by: (H, W) or (D, H, W)."""
+        if self.dims == 2:
+            return (2**self.scales,) * 2
+        return (2**self.depth_scales, 2**self.scales, 2**self.scales)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(z))
