@@ -13,8 +13,8 @@ import torch
 from .arrays import Intensity, check_finite, from_channels_first, pad_to_multiple, to_channels_first
 from .device import choose_threads, select_device, torch_threads
 from .engine import STOP_REASONS, Progress, fit
-from .operators import BlurOperator, DownsampleOperator, ForwardOperator, IdentityOperator, InpaintOperator
 from .networks import depth_scales_for
+from .operators import BlurOperator, DownsampleOperator, ForwardOperator, IdentityOperator, InpaintOperator
 from .presets import TASKS, Settings, preset_settings
 
 # Tasks whose forward model works the same in 3D: the others act on planes (JPEG blocks, a 2D

@@ -49,7 +49,9 @@ def depth_scales_for(depth: int, scales: int, max_padding: float = 0.25) -> int:
     return best
 
 
-def _conv(in_ch: int, out_ch: int, kernel: int, stride: Stride = 1, pad: str = "reflection", dims: int = 2) -> nn.Module:
+def _conv(
+    in_ch: int, out_ch: int, kernel: int, stride: Stride = 1, pad: str = "reflection", dims: int = 2
+) -> nn.Module:
     """A convolution that keeps the spatial size (divided by ``stride``)."""
     conv, _, reflection = _LAYERS[dims]
     padding = (kernel - 1) // 2
