@@ -2,6 +2,7 @@
 
     napari-dip restore INPUT -o OUTPUT --task denoise|inpaint|sr|deblur|jpeg [options]
     napari-dip restore --sample astronaut -o restored.png --task denoise
+    napari-dip restore stack.tif -o restored.tif --volume      # a z-stack, whole, with a 3D network
     napari-dip batch INPUTS -o OUTDIR --task ... [--scheduler ADDRESS | --workers N]
 
 Bad input ends with one line on stderr and exit code 2.
@@ -32,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--noise", type=float, default=None,
                      help="with --sample: add Gaussian noise of this σ (0-255 scale) first (default 25 for denoise)")
     run.add_argument("--size", type=int, default=None, help="with --sample: crop to SIZE×SIZE first")
+    run.add_argument("--volume", action="store_true",
+                     help="INPUT is a z-stack (a TIFF of depth × height × width, optionally × RGB): restore it "
+                          "whole with a 3D network (denoise, inpaint)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     batch = commands.add_parser(
@@ -93,6 +97,8 @@ def _restore(args: argparse.Namespace) -> int:
     from .core import consume, restore_iter
 
     io.check_format(args.output)
+    if args.volume:
+        _check_volume_files(args)
     if args.input is not None:
         if args.output.resolve() == args.input.resolve():
             raise ValueError(f"the output {args.output} is the input file; choose another name")
@@ -100,7 +106,7 @@ def _restore(args: argparse.Namespace) -> int:
     else:
         image, mask = io.sample_input(args.sample, args.task, size=args.size, noise=args.noise, scale=args.scale)
     if args.mask is not None:
-        mask = _read_mask(args.mask)
+        mask = _read_volume_mask(args.mask, image) if args.volume else _read_mask(args.mask)
     psf = io.read_psf(args.psf) if args.psf is not None else None
     if args.sample is not None:
         # Keep the degraded sample beside the result, so the two can be compared.
@@ -109,12 +115,14 @@ def _restore(args: argparse.Namespace) -> int:
     run = restore_iter(
         image, args.task, mask=mask, scale=args.scale, psf=psf, preset=args.preset,
         iterations=args.iterations, seed=args.seed, device=args.device, threads=args.threads,
-        preview_seconds=None,
+        preview_seconds=None, volume=args.volume,
     )
     result = consume(run, progress=not args.quiet)
     io.write_image(args.output, result.image)
+    spatial = result.image.shape[: 3 if args.volume else 2]
+    size = "×".join(str(n) for n in (spatial[::-1] if not args.volume else spatial))
     print(
-        f"wrote {args.output} ({result.image.shape[1]}×{result.image.shape[0]}, {result.image.dtype}): "
+        f"wrote {args.output} ({size}, {result.image.dtype}): "
         f"{result.iterations} iterations in {result.elapsed:.1f} s on {result.device}, {result.stop_message}"
     )
     return 0
@@ -123,6 +131,27 @@ def _restore(args: argparse.Namespace) -> int:
 def _read_mask(path: Path):
     mask = io.read_image(path)
     return mask.max(axis=-1) if mask.ndim == 3 else mask
+
+
+def _check_volume_files(args: argparse.Namespace) -> None:
+    if args.sample is not None:
+        raise ValueError("--volume restores a z-stack: give a TIFF stack as INPUT, not --sample")
+    for path in (args.input, args.output):
+        if io.check_format(path) not in (".tif", ".tiff"):
+            raise ValueError(f"--volume reads and writes TIFF stacks; {path} is not a .tif")
+
+
+def _read_volume_mask(path: Path, volume):
+    """A mask for every slice (depth × height × width, any channels collapsed), or one 2D mask
+    that applies to all slices."""
+    import numpy as np
+
+    mask = io.read_image(path)
+    if mask.ndim == 4 or (mask.ndim == 3 and mask.shape[-1] in (3, 4) and mask.shape[:2] == volume.shape[1:3]):
+        mask = mask.max(axis=-1)
+    if mask.ndim == 2:
+        mask = np.broadcast_to(mask, (volume.shape[0], *mask.shape))
+    return mask
 
 
 def _batch(args: argparse.Namespace) -> int:

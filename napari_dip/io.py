@@ -54,7 +54,9 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     if suffix in _TIFF:
         import tifffile
 
-        tifffile.imwrite(path, image, photometric="rgb" if image.ndim == 3 and image.shape[-1] in (3, 4) else None)
+        rgb = image.ndim >= 3 and image.shape[-1] in (3, 4)
+        # Explicit, so a stack of 3 or 4 slices is not taken for planar RGB(A).
+        tifffile.imwrite(path, image, photometric="rgb" if rgb else "minisblack")
         return
     from PIL import Image
 

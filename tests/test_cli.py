@@ -95,3 +95,36 @@ def test_console_script_is_installed():
     done = subprocess.run([sys.executable, "-m", "napari_dip.cli", "restore", "--help"],
                           capture_output=True, text=True, check=True)
     assert "--task" in done.stdout
+
+
+def test_volume_from_a_tiff_stack(tmp_path, capsys):
+    source = tmp_path / "stack.tif"
+    stack = (np.random.default_rng(0).random((4, 32, 40)) * 4000 + 500).astype(np.uint16)
+    tifffile.imwrite(source, stack)
+    out = tmp_path / "stack_dip.tif"
+    assert main(["restore", str(source), "-o", str(out), "--volume", *FAST]) == 0
+    restored = tifffile.imread(out)
+    assert restored.shape == stack.shape and restored.dtype == np.uint16
+    assert "(4×32×40, uint16)" in capsys.readouterr().out
+    # One 2D mask fills the same pixels in every slice.
+    mask = np.zeros((32, 40), np.uint8)
+    mask[10:14, 5:9] = 1
+    tifffile.imwrite(tmp_path / "mask.tif", mask)
+    assert main(["restore", str(source), "-o", str(out), "--volume", "--task", "inpaint",
+                 "--mask", str(tmp_path / "mask.tif"), *FAST]) == 0
+    assert tifffile.imread(out).shape == stack.shape
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--sample", "camera", "-o", "o.tif"], "give a TIFF stack"),
+        (["stack.tif", "-o", "o.png"], "is not a .tif"),
+        (["stack.tif", "-o", "o.tif", "--task", "sr", "--scale", "2"], "not available for volumes"),
+    ],
+)
+def test_volume_bad_input_exits_2(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((4, 32, 32), np.uint8), photometric="minisblack")
+    assert main(["restore", *args, "--volume", *FAST]) == 2
+    assert message in capsys.readouterr().err
