@@ -23,7 +23,9 @@ __all__ = [
     "result_placement",
     "select_input",
     "select_stack",
+    "select_volume",
     "stack_mask",
+    "volume_mask",
 ]
 
 LayerDataTuple = tuple[np.ndarray, dict[str, Any], str]
@@ -125,6 +127,41 @@ def select_input(
     return Selection(image, 0 if channel_axis is not None else None, plane, kept)
 
 
+def select_volume(
+    data: Any, *, rgb: bool, step: Sequence[int] = (), channel_axis: int | None = None
+) -> Selection:
+    """Copy out the volume to restore as a whole with a 3D network: the last leading axis (other
+    than ``channel_axis``) is kept as the depth, with height and width; any axes before it (time
+    points, say) are taken at the viewer's position ``step``, as by :func:`select_input`.
+
+    The ``image`` is (D, H, W), (D, H, W, 3|4) for RGB, or (C, D, H, W) with ``channel_axis`` 0.
+    """
+    shape = tuple(data.shape)
+    leading = _check_axes(shape, rgb, channel_axis)
+    planes = [axis for axis in range(leading) if axis != channel_axis]
+    if not planes:
+        raise ValueError(f"an image of shape {shape} has no depth axis: a volume needs at least three dimensions")
+    depth = planes[-1]
+    step = list(step) + [0] * (leading - len(step))
+    # Keep the depth axis whole: select_input indexes every leading axis it is not told to keep.
+    plane: dict[int, int] = {}
+    index: list[int | slice] = []
+    for axis in range(leading):
+        if axis in (channel_axis, depth):
+            index.append(slice(None))
+            continue
+        position = int(np.clip(step[axis], 0, shape[axis] - 1))
+        plane[axis] = position
+        index.append(position)
+    image = np.array(data[tuple(index)], copy=True)
+    kept = tuple(axis for axis in range(len(shape)) if axis not in plane)
+    if channel_axis is not None and channel_axis > depth:
+        # Channels first, as the core and Selection take them: (Z, C, Y, X) -> (C, Z, Y, X).
+        image = np.moveaxis(image, 1, 0)
+        kept = (channel_axis, depth, *kept[2:])
+    return Selection(image, 0 if channel_axis is not None else None, plane, kept)
+
+
 def select_stack(data: Any, *, rgb: bool, channel_axis: int | None = None) -> StackSelection:
     """The whole of a layer's ``data``, to restore every plane: all leading axes but
     ``channel_axis`` (a leading axis, non-RGB layers only, restored as channels).
@@ -213,9 +250,34 @@ def stack_mask(labels: Any, *, image_shape: Sequence[int], rgb: bool, selection:
     return mask
 
 
-def result_name(source: str, task: str, factor: int = 1, plane: dict[int, int] | None = None) -> str:
-    """``cells (DIP denoise)``, ``cells (DIP sr ×4)``, ``stack (DIP denoise, plane 0=5)``."""
-    label = f"DIP {task}" + (f" ×{factor}" if factor > 1 else "")
+def volume_mask(labels: Any, *, image_shape: Sequence[int], rgb: bool, selection: Selection) -> np.ndarray:
+    """The (D, H, W) boolean mask of voxels to fill in a volume :class:`Selection`: a 2D labels
+    layer fills the same pixels in every slice; one of the image's full non-RGB shape is taken at
+    the selection's position (painted on any channel counts for all channels)."""
+    depth = selection.image.shape[1 if selection.channel_axis == 0 else 0]
+    if _labels_cover_the_stack(tuple(labels.shape), tuple(image_shape), rgb):
+        index = tuple(
+            selection.plane[axis] if axis in selection.plane else slice(None)
+            for axis in range(len(labels.shape) - 2)
+        )
+        mask = np.asarray(labels[index]) > 0
+        if mask.ndim == 4:
+            # Channels and depth, in the layer's order; the selection lists the channel axis first.
+            leading_kept = sorted(axis for axis in range(len(labels.shape) - 2) if axis not in selection.plane)
+            mask = mask.any(axis=leading_kept.index(selection.kept_axes[0]))
+    else:
+        mask = np.broadcast_to(np.asarray(labels) > 0, (depth, *labels.shape))
+    if not mask.any():
+        raise ValueError(_EMPTY_MASK)
+    return mask
+
+
+def result_name(
+    source: str, task: str, factor: int = 1, plane: dict[int, int] | None = None, volume: bool = False
+) -> str:
+    """``cells (DIP denoise)``, ``cells (DIP sr ×4)``, ``stack (DIP denoise, plane 0=5)``,
+    ``stack (DIP denoise 3D)``."""
+    label = f"DIP {task}" + (f" ×{factor}" if factor > 1 else "") + (" 3D" if volume else "")
     if plane:
         label += ", plane " + " ".join(f"{axis}={index}" for axis, index in plane.items())
     return f"{source} ({label})"

@@ -45,7 +45,9 @@ from ._layer_data import (
     result_name,
     select_input,
     select_stack,
+    select_volume,
     stack_mask,
+    volume_mask,
 )
 from ._run import carries_preview, drive, ends_a_plane
 from ._widget_settings import load_settings, save_settings
@@ -107,10 +109,11 @@ class RunPlan:
     colormap: str | None
     contrast_limits: tuple[float, float]
     core_kwargs: dict[str, Any]
+    volume: bool = False
 
     @property
     def name(self) -> str:
-        return result_name(self.source, self.task, self.factor, self.selection.plane)
+        return result_name(self.source, self.task, self.factor, self.selection.plane, self.volume)
 
     @property
     def all_planes(self) -> bool:
@@ -366,9 +369,11 @@ class RestorationWidget(QWidget):
         self.planes_picker = QComboBox()
         self.planes_picker.addItem("current plane", False)
         self.planes_picker.addItem("all planes", True)
+        self.planes_picker.addItem("volume (3D)", "volume")
         self.planes_picker.setToolTip(
             "current plane: the one the viewer shows, as a 2D layer; all planes: every plane of the "
-            "stack, one after another, into one layer that fills as planes finish"
+            "stack, one after another, into one layer that fills as planes finish; volume: the whole "
+            "z-stack at once with a 3D network, which also uses neighbouring slices (denoise, inpaint)"
         )
         self.planes_picker.currentIndexChanged.connect(self._update_plane_note)
         self.warm_start = QCheckBox("from the previous plane")
@@ -519,6 +524,14 @@ class RestorationWidget(QWidget):
             count = math.prod(layer.data.shape[axis] for axis in plane_axes)
             axes = ("axis " if len(plane_axes) == 1 else "axes ") + ", ".join(str(axis) for axis in plane_axes)
             text = f"{layer.ndim}D image: restores all {count} planes (along {axes}), one after another."
+        elif self._volume():
+            depth = plane_axes[-1]
+            text = (f"{layer.ndim}D image: restores the {layer.data.shape[depth]} slices along axis {depth} "
+                    "together, as one volume with a 3D network")
+            if len(plane_axes) > 1:
+                step = self._data_step(layer)
+                text += " (at " + ", ".join(f"axis {axis} = {step[axis]}" for axis in plane_axes[:-1]) + ")"
+            text += "."
         else:
             step = self._data_step(layer)
             position = ", ".join(f"axis {axis} = {step[axis]}" for axis in plane_axes)
@@ -529,7 +542,13 @@ class RestorationWidget(QWidget):
     def _all_planes(self) -> bool:
         """Whether Run restores every plane: chosen, and the image has planes."""
         layer = self.image_picker.value()
-        return bool(self.planes_picker.currentData()) and bool(_plane_axes(layer, self.channel_picker.currentData()))
+        return self.planes_picker.currentData() is True and bool(_plane_axes(layer, self.channel_picker.currentData()))
+
+    def _volume(self) -> bool:
+        """Whether Run restores the stack as one volume: chosen, and the image has a depth axis."""
+        layer = self.image_picker.value()
+        chosen = self.planes_picker.currentData() == "volume"
+        return chosen and bool(_plane_axes(layer, self.channel_picker.currentData()))
 
     def _data_step(self, layer: Image) -> list[int]:
         """The viewer's current position in the layer's data coordinates (pixel indices)."""
@@ -585,7 +604,8 @@ class RestorationWidget(QWidget):
             "threads": self.threads.value(),
             "compile": self.compile.currentText(),
             "advanced_open": self.advanced_section.isExpanded(),
-            "all_planes": bool(self.planes_picker.currentData()),
+            "all_planes": self.planes_picker.currentData() is True,
+            "volume": self.planes_picker.currentData() == "volume",
             "warm_start": self.warm_start.isChecked(),
         }
 
@@ -609,7 +629,9 @@ class RestorationWidget(QWidget):
             self.compile.setCurrentText(saved["compile"])
         if saved.get("advanced_open"):
             self.advanced_section.expand(animate=False)
-        if isinstance(saved.get("all_planes"), bool):
+        if saved.get("volume") is True:
+            self.planes_picker.setCurrentIndex(2)
+        elif isinstance(saved.get("all_planes"), bool):
             self.planes_picker.setCurrentIndex(int(saved["all_planes"]))
         self.warm_start.setChecked(saved.get("warm_start") is True)
 
@@ -698,7 +720,17 @@ class RestorationWidget(QWidget):
         task, factor = self._current_task()
         channel_axis = self.channel_picker.currentData()
         all_planes = self._all_planes()
-        if all_planes:
+        volume = self._volume()
+        if volume:
+            from .core import VOLUME_TASKS
+
+            if task not in VOLUME_TASKS:
+                raise ValueError(
+                    f"a volume can be denoised or inpainted, not {self.task_picker.currentText().lower()}: "
+                    "choose Planes → current plane or all planes for that"
+                )
+            selection = select_volume(layer.data, rgb=layer.rgb, step=self._data_step(layer), channel_axis=channel_axis)
+        elif all_planes:
             selection = select_stack(layer.data, rgb=layer.rgb, channel_axis=channel_axis)
         else:
             selection = select_input(layer.data, rgb=layer.rgb, step=self._data_step(layer), channel_axis=channel_axis)
@@ -716,11 +748,13 @@ class RestorationWidget(QWidget):
         }
         if all_planes:
             kwargs["warm_start"] = self.warm_start.isChecked()
+        if volume:
+            kwargs["volume"] = True
         if task == "inpaint":
             labels = self.mask_picker.value()
             if labels is None:
                 raise ValueError("inpainting needs a mask: pick a labels layer, or press New mask and paint")
-            mask_of = stack_mask if all_planes else fill_mask
+            mask_of = stack_mask if all_planes else volume_mask if volume else fill_mask
             kwargs["mask"] = mask_of(labels.data, image_shape=layer.data.shape, rgb=layer.rgb, selection=selection)
         if task == "sr":
             kwargs["scale"] = factor
@@ -738,6 +772,7 @@ class RestorationWidget(QWidget):
             colormap=None if layer.rgb else layer.colormap.name,
             contrast_limits=tuple(layer.contrast_limits),
             core_kwargs=kwargs,
+            volume=volume,
         )
 
     def _psf(self) -> np.ndarray:

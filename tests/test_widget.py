@@ -413,3 +413,59 @@ def test_all_planes_of_an_rgb_stack_super_resolved(viewer, qtbot):
     np.testing.assert_allclose(result.scale, (3, 1, 1))
     assert plane_states(result) == (True, True)
     assert result.metadata["warm_start"] is True and result.metadata["planes"] == 2
+
+
+def test_volume_restores_the_stack_as_one_3d_layer(viewer, qtbot):
+    from napari_dip import restore
+
+    stack = np.random.default_rng(5).random((2, 4, 32, 32)).astype(np.float32)  # T, Z, Y, X
+    source = viewer.add_image(stack, name="stack", scale=(1, 4, 2, 2), translate=(0, 0, 1, 1))
+    before = source.data.copy()
+    widget = make_widget(viewer)
+    configure(widget, iterations=6)
+    viewer.dims.set_current_step(0, 1)
+    widget.planes_picker.setCurrentIndex(2)  # "volume (3D)"
+    assert not widget.warm_start.isVisibleTo(widget)
+    assert "4 slices along axis 1" in widget.plane_note.text() and "axis 0 = 1" in widget.plane_note.text()
+
+    run_to_end(qtbot, widget)
+
+    result = viewer.layers["stack (DIP denoise 3D, plane 0=1)"]
+    assert result.data.shape == (4, 32, 32) and result.data.dtype == np.float32
+    np.testing.assert_allclose(result.scale, (4, 2, 2))
+    np.testing.assert_allclose(result.translate, (0, 1, 1))
+    expected = restore(stack[1], volume=True, iterations=6, seed=0, threads=1, compile="off", **TINY_NETWORK)
+    np.testing.assert_array_equal(result.data, expected)
+    assert result.metadata["plane"] == {"0": 1} and result.metadata["iterations"] == 6
+    assert source.data.tobytes() == before.tobytes()
+    assert widget.settings()["volume"] is True and widget.settings()["all_planes"] is False
+
+
+def test_volume_inpaints_with_a_2d_mask_and_refuses_plane_tasks(viewer, qtbot):
+    stack = np.random.default_rng(6).integers(0, 4000, size=(4, 32, 32), dtype=np.uint16)
+    viewer.add_image(stack, name="stack")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:16, 8:16] = 1
+    viewer.add_labels(mask, name="holes")
+    widget = make_widget(viewer)
+    widget.planes_picker.setCurrentIndex(2)
+    configure(widget, task="sr", factor=2, iterations=3)
+    before = len(notification_manager.records)
+    widget.run()
+    assert not widget.running
+    assert any("a volume can be denoised or inpainted" in note for note in new_errors(before))
+    assert [layer.name for layer in viewer.layers] == ["stack", "holes"]
+
+    configure(widget, task="inpaint", iterations=3)
+    widget.mask_picker.set_value(viewer.layers["holes"])
+    run_to_end(qtbot, widget)
+
+    result = viewer.layers["stack (DIP inpaint 3D)"]
+    assert result.data.shape == (4, 32, 32) and result.data.dtype == np.uint16
+    # The 2D mask marks the same pixels to fill in every slice.
+    from napari_dip import restore
+
+    every_slice = np.broadcast_to(mask > 0, stack.shape)
+    expected = restore(stack, "inpaint", mask=every_slice, volume=True, iterations=3, seed=0, threads=1,
+                       compile="off", **TINY_NETWORK)
+    np.testing.assert_array_equal(result.data, expected)

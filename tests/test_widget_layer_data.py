@@ -206,3 +206,23 @@ def test_sample_data():
     assert 0.02 < (mask > 0).mean() < 0.4 and (damaged[mask > 0] == 255).all()
     (low, _, _), = low_resolution_sample(size=128)
     assert low.shape == (32, 32, 3)
+
+
+def test_volume_keeps_the_depth_and_puts_channels_first():
+    from napari_dip._layer_data import select_volume, volume_mask
+
+    data = np.arange(2 * 3 * 4 * 5 * 6).reshape(2, 3, 4, 5, 6)  # T, Z, C, Y, X
+    selection = select_volume(data, rgb=False, step=[1, 0, 0], channel_axis=2)
+    assert selection.image.shape == (4, 3, 5, 6) and selection.channel_axis == 0
+    np.testing.assert_array_equal(selection.image, np.moveaxis(data[1], 1, 0))
+    assert selection.plane == {0: 1} and selection.kept_axes == (2, 1, 3, 4)
+    labels = np.zeros(data.shape, np.uint8)
+    labels[1, 2, 3, 1, 1] = 1  # painted on one channel: fills that voxel in all
+    mask = volume_mask(labels, image_shape=data.shape, rgb=False, selection=selection)
+    assert mask.shape == (3, 5, 6) and np.argwhere(mask).tolist() == [[2, 1, 1]]
+    flat = volume_mask(np.eye(5, 6), image_shape=data.shape, rgb=False, selection=selection)
+    assert flat.shape == (3, 5, 6) and (flat == np.eye(5, 6, dtype=bool)).all()
+    with pytest.raises(ValueError, match="no depth axis"):
+        select_volume(np.zeros((4, 5, 6)), rgb=False, channel_axis=0)
+    with pytest.raises(ValueError, match="mask is empty"):
+        volume_mask(np.zeros((5, 6)), image_shape=data.shape, rgb=False, selection=selection)

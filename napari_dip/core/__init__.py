@@ -4,7 +4,7 @@ Nothing here imports Qt or napari, so it runs in scripts, tests, the command lin
 workers alike.
 """
 
-from .api import Restoration, consume, resolve_settings, restore, restore_iter
+from .api import VOLUME_TASKS, Restoration, consume, resolve_settings, restore, restore_iter
 from .device import available_devices, select_device
 from .engine import FitResult, Progress, fit
 from .operators import (
@@ -29,6 +29,7 @@ __all__ = [
     "Settings",
     "preset_settings",
     "TASKS",
+    "VOLUME_TASKS",
     "PRESETS",
     "available_devices",
     "select_device",
