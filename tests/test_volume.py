@@ -102,3 +102,18 @@ def test_volume_too_big_for_memory_is_refused_before_fitting(monkeypatch):
     monkeypatch.setattr(tiling, "_default_budget", lambda device: 2**20)
     with pytest.raises(ValueError, match=r"needs about .* GiB to fit whole.*planes one by one"):
         restore(np.zeros((16, 64, 64), np.float32), volume=True, iterations=2, channels=8, scales=2)
+
+
+@pytest.mark.parametrize("axes", [None, (1, 2)])
+def test_compiled_form_of_3d_upsampling_equals_interpolate(axes, monkeypatch):
+    # Under torch.compile the network upsamples by shifted sums along each doubled axis; for a
+    # volume that must equal trilinear interpolation, also when the depth is kept (axes 1, 2).
+    from napari_dip.core.networks import Upsample2x
+
+    x = torch.randn(1, 2, 3, 5, 4, dtype=torch.float64)
+    up = Upsample2x("bilinear", axes=axes)
+    eager = up(x)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.testing.assert_close(up(x), eager)
+    factors = (2, 2, 2) if axes is None else (1, 2, 2)
+    assert eager.shape[2:] == tuple(n * f for n, f in zip(x.shape[2:], factors, strict=True))
