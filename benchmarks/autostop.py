@@ -8,20 +8,22 @@ gives both the whole curve and the stop. Curves go to benchmarks/results/autosto
 
     python benchmarks/autostop.py --from-curves
 
-re-applies the current stopping rule to the saved curves (their per-iteration variance) without
-rerunning anything: the stop and the PSNR of the running average there (nearest scored row).
+re-applies the current stopping rule to the saved curves (their per-iteration variance and loss,
+and the noise level estimated from the same noisy image) without rerunning anything: the stop
+and the PSNR of the running average there (nearest scored row).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from curve import record  # noqa: E402
+from curve import noise_sigma_of, record  # noqa: E402
 from problems import denoise_problem  # noqa: E402
 
 from napari_dip.core import preset_settings  # noqa: E402
@@ -35,23 +37,29 @@ def stop_on_curve(path: Path) -> dict:
     settings = preset_settings("denoise")
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
-    stopper = WindowedVarianceStopper.from_settings(settings)
+    match = re.fullmatch(r"curve_default_([a-z]+?)(\d+)_sigma([\d.]+)", path.stem)
+    sigma = noise_sigma_of(denoise_problem(match[1], int(match[2]), float(match[3]))) if match else None
+    stopper = WindowedVarianceStopper.from_settings(settings, sigma)
     stop = returned = int(rows[-1]["iteration"])
+    kind = "cap"
     for row in rows:
         variance = float(row["variance"])
+        stopper.observe_loss(int(row["iteration"]) - 1, float(row["loss"]))
         if variance != float("inf"):
             stopper.observe_variance(int(row["iteration"]) - 1, variance)
-            if stopper.should_stop:
-                stop = returned = int(row["iteration"])
-                if stopper.stop_kind == "noise":
-                    returned = stopper.best_iteration + 1 + stopper.lag
-                break
+        if stopper.should_stop:
+            stop = returned = int(row["iteration"])
+            kind = stopper.stop_kind
+            if kind == "noise":
+                returned = stopper.best_iteration + 1 + stopper.lag
+            break
     scored = [row for row in rows if row["psnr_avg"] != "nan"]
     at_stop = min(scored, key=lambda row: abs(int(row["iteration"]) - returned))
     best = max(scored, key=lambda row: float(row["psnr_avg"]))
     last = scored[-1]
     return {
-        "curve": path.stem.replace("curve_default_", ""), "stop_iteration": stop, "result_of_iteration": returned,
+        "curve": path.stem.replace("curve_default_", ""), "stop": kind, "stop_iteration": stop,
+        "result_of_iteration": returned,
         "auto_psnr": float(at_stop["psnr_avg"]), "best_psnr": float(best["psnr_avg"]),
         "best_iteration": int(best["iteration"]),
         "gap_db": round(float(best["psnr_avg"]) - float(at_stop["psnr_avg"]), 2),

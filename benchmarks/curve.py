@@ -22,7 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from problems import PROBLEMS  # noqa: E402
 
 from napari_dip.core import resolve_settings, restore_iter  # noqa: E402
-from napari_dip.core.stopping import WindowedVarianceStopper  # noqa: E402
+from napari_dip.core.stopping import WindowedVarianceStopper, estimate_noise_sigma  # noqa: E402
+
+
+def noise_sigma_of(problem) -> float | None:
+    """What the engine estimates for a denoising problem's stopping rule (None otherwise)."""
+    if problem.task != "denoise":
+        return None
+    observed = np.asarray(problem.observed)
+    return estimate_noise_sigma(observed if observed.ndim == 2 else observed.transpose(2, 0, 1))
 
 
 def record(problem, preset: str, every: int, out: Path, threads: int | None, **advanced) -> dict:
@@ -37,7 +45,7 @@ def record(problem, preset: str, every: int, out: Path, threads: int | None, **a
         problem.observed, problem.task, preset=preset, seed=0, threads=threads,
         preview_seconds=None, preview_iterations=1, **problem.kwargs, **{**advanced, "auto_stop": False},
     )
-    watcher = WindowedVarianceStopper.from_settings(settings)
+    watcher = WindowedVarianceStopper.from_settings(settings, noise_sigma_of(problem))
     auto = {}
     held = None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +60,7 @@ def record(problem, preset: str, every: int, out: Path, threads: int | None, **a
                 event = next(run)
                 now = time.perf_counter()
                 step_seconds.append(now - step_start)
+                watcher.observe_loss(event.iteration - 1, event.loss)
                 watcher.observe(event.iteration - 1, torch.from_numpy(np.asarray(event.output, np.float32)))
                 if watcher.snapshot_due:
                     held = event.preview

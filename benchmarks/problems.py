@@ -21,11 +21,20 @@ CROPS = {
     "chelsea": lambda: data.chelsea()[0:256, 100:356],
     # The whole 512² camera, for tiled-versus-untiled comparisons (benchmarks/tile_seams.py).
     "camera512": lambda: data.camera(),
+    # A slice of benchmarks/volume.py's synthetic blob volume (64², smooth, [0.1, 0.9] × 255):
+    # small and smooth, where the output variance never rises while noise is fitted.
+    "blobs": lambda: 255 * _blob_slice(),
     # Held out: not used while choosing the stopping rule's constants.
     "ihc": lambda: data.immunohistochemistry()[128:384, 128:384],
     "moon": lambda: data.moon()[128:384, 128:384],
     "rocket": lambda: data.rocket()[100:356, 200:456],
 }
+
+
+def _blob_slice():
+    from volume import blob_volume
+
+    return blob_volume(16, 64)[0]
 
 
 @dataclass

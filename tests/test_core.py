@@ -304,3 +304,77 @@ def test_auto_stop_stops_before_the_cap_and_says_why(camera48, tiny):
 
 def test_default_preset_stops_by_itself_and_paper_preset_does_not():
     assert preset_settings("denoise").auto_stop and not preset_settings("denoise", "paper").auto_stop
+
+
+def test_noise_level_is_estimated_from_the_image_alone():
+    from napari_dip.core.stopping import estimate_noise_sigma
+
+    rng = np.random.default_rng(0)
+    smooth = np.add.outer(np.linspace(0, 1, 256), np.linspace(0, 0.5, 256))
+    assert estimate_noise_sigma(smooth) < 1e-6
+    for sigma in (0.02, 0.1):
+        noisy = smooth + sigma * rng.standard_normal(smooth.shape)
+        assert estimate_noise_sigma(noisy) == pytest.approx(sigma, rel=0.05)
+    # Pooled over leading axes (channels, slices); odd sizes are fine.
+    stack = 0.05 * rng.standard_normal((3, 65, 33))
+    assert estimate_noise_sigma(stack) == pytest.approx(0.05, rel=0.1)
+
+
+def test_discrepancy_rule_stops_a_fit_whose_variance_never_rises():
+    # Small smooth images: the outputs' variance keeps falling while the fit takes in the
+    # noise; only a loss below the noise level shows it (benchmarks/autostop.py, blobs64).
+    from napari_dip.core.stopping import WindowedVarianceStopper
+
+    def run(noise_variance):
+        stopper = WindowedVarianceStopper(window=10, patience=10_000, min_iterations=50, lag=20,
+                                          noise_variance=noise_variance, discrepancy=0.85)
+        for iteration in range(1000):
+            stopper.observe_loss(iteration, 0.02 * np.exp(-iteration / 100))  # falls through 0.01
+            stopper.observe_variance(iteration, 1.0 / (iteration + 1))
+            if stopper.should_stop:
+                return iteration, stopper.stop_kind
+        return None, None
+
+    iteration, kind = run(0.01)
+    assert kind == "discrepancy"
+    assert 70 < iteration < 110  # smoothed loss 0.0085 near iteration 86, plus the smoothing's lag
+    assert run(None) == (None, None)
+
+
+def test_variance_rule_keeps_precedence_once_the_variance_has_risen():
+    # Once the variance has risen, the noise rule returns the average held after its minimum;
+    # a loss falling below the noise level meanwhile must not cut that short.
+    from napari_dip.core.stopping import WindowedVarianceStopper
+
+    stopper = WindowedVarianceStopper(window=10, patience=10_000, min_iterations=20, lag=30,
+                                      noise_variance=1.0, discrepancy=0.85)
+    kinds = {}
+    for iteration in range(150):
+        stopper.observe_loss(iteration, 2.0 if iteration < 95 else 0.0)
+        variance = 0.5 if iteration == 80 else 2.0 if iteration >= 90 else 1.0
+        stopper.observe_variance(iteration, variance)
+        kinds[iteration] = stopper.stop_kind
+    assert stopper.best_iteration == 80
+    assert all(kinds[i] is None for i in range(95, 110)) and kinds[110] == "noise"
+
+
+def test_denoising_hands_the_estimated_noise_level_to_the_stopper(monkeypatch, camera48, tiny):
+    from napari_dip.core import engine
+    from napari_dip.core.stopping import WindowedVarianceStopper
+
+    seen = []
+    original = WindowedVarianceStopper.from_settings.__func__
+
+    def spy(cls, settings, noise_sigma=None):
+        seen.append(noise_sigma)
+        return original(cls, settings, noise_sigma)
+
+    monkeypatch.setattr(engine.WindowedVarianceStopper, "from_settings", classmethod(spy))
+    noisy = noisy_copy(camera48, sigma=0.1)
+    consume_run = restore_iter(noisy, iterations=2, auto_stop=True, preview_seconds=None, **tiny)
+    list(_drain(consume_run))
+    mask = np.zeros(camera48.shape, bool)
+    mask[10:20, 10:20] = True
+    list(_drain(restore_iter(camera48, "inpaint", mask=mask, iterations=2, auto_stop=True,
+                             preview_seconds=None, **tiny)))
+    assert seen[0] == pytest.approx(0.1, rel=0.25) and seen[1] is None

@@ -16,6 +16,7 @@ from .engine import STOP_REASONS, Progress, fit
 from .networks import depth_scales_for
 from .operators import BlurOperator, DownsampleOperator, ForwardOperator, IdentityOperator, InpaintOperator
 from .presets import TASKS, Settings, preset_settings
+from .stopping import estimate_noise_sigma
 
 # Tasks whose forward model works the same in 3D: the others act on planes (JPEG blocks, a 2D
 # PSF, a 2D resampling kernel).
@@ -228,6 +229,7 @@ def restore_iter(
             initial_state=initial_state,
             keep_state=keep_state,
             depth_scales=depth_scales,
+            noise_sigma=estimate_noise_sigma(unit) if task == "denoise" else None,
         )
         try:
             while True:

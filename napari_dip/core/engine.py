@@ -85,6 +85,7 @@ def fit(
     initial_state: dict | None = None,
     keep_state: bool = False,
     depth_scales: int | None = None,
+    noise_sigma: float | None = None,
 ) -> Generator[Progress, None, FitResult]:
     """Fit a fresh network to ``observation`` (1, C, h, w) through ``operator``; a volume
     (1, C, d, h, w) with a 3D network when ``out_shape`` has three sizes, the first
@@ -96,7 +97,8 @@ def fit(
 
     ``initial_state`` (a network ``state_dict`` from an earlier fit with the same settings)
     warm-starts the fit, e.g. from the previous plane of a stack; ``keep_state`` returns the
-    final weights in ``FitResult.state`` for that purpose.
+    final weights in ``FitResult.state`` for that purpose. ``noise_sigma`` (unit range) is the
+    observation's noise level, for automatic stopping's discrepancy rule (denoising).
     """
     start = time.perf_counter()
     device = device or torch.device("cpu")
@@ -134,7 +136,7 @@ def fit(
             raise ValueError("no pixel of the image is known: nothing to fit")
 
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
-    stopper = WindowedVarianceStopper.from_settings(settings) if settings.auto_stop else None
+    stopper = WindowedVarianceStopper.from_settings(settings, noise_sigma) if settings.auto_stop else None
 
     average: torch.Tensor | None = None
     held: torch.Tensor | None = None
@@ -196,6 +198,7 @@ def fit(
         losses.append(loss_value)
 
         if stopper is not None and not backtracked:
+            stopper.observe_loss(iteration, loss_value)
             stopper.observe(iteration, out)
             if stopper.snapshot_due:
                 held = average.clone()

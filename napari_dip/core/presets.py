@@ -33,6 +33,9 @@ class Settings:
     stop_window: int = 100
     stop_patience: int = 1000
     stop_rise: float = 0.3
+    # Denoising: also stop once the smoothed loss falls below this share of the noise variance
+    # estimated from the image (0: off). See napari_dip/core/stopping.py.
+    stop_discrepancy: float = 0.85
     min_iterations: int = 200
     precision: str = "float32"  # or "bfloat16", "float16", "auto" (fastest native one)
     channels_last: bool = False
