@@ -111,10 +111,20 @@ def select_input(
     """
     shape = tuple(data.shape)
     leading = _check_axes(shape, rgb, channel_axis)
+    image, plane, kept = _take(data, leading, {channel_axis}, step)
+    return Selection(image, 0 if channel_axis is not None else None, plane, kept)
+
+
+def _take(
+    data: Any, leading: int, keep: set[int | None], step: Sequence[int]
+) -> tuple[np.ndarray, dict[int, int], tuple[int, ...]]:
+    """A copy of ``data`` indexed at ``step`` on every leading axis not in ``keep``, with the
+    axes indexed out (and where) and the axes kept."""
+    shape = tuple(data.shape)
     plane: dict[int, int] = {}
     index: list[int | slice] = []
     for axis in range(leading):
-        if axis == channel_axis:
+        if axis in keep:
             index.append(slice(None))
             continue
         if axis >= len(step):
@@ -123,8 +133,7 @@ def select_input(
         plane[axis] = position
         index.append(position)
     kept = tuple(axis for axis in range(len(shape)) if axis not in plane)
-    image = np.array(data[tuple(index)], copy=True)
-    return Selection(image, 0 if channel_axis is not None else None, plane, kept)
+    return np.array(data[tuple(index)], copy=True), plane, kept
 
 
 def select_volume(
@@ -142,19 +151,7 @@ def select_volume(
     if not planes:
         raise ValueError(f"an image of shape {shape} has no depth axis: a volume needs at least three dimensions")
     depth = planes[-1]
-    step = list(step) + [0] * (leading - len(step))
-    # Keep the depth axis whole: select_input indexes every leading axis it is not told to keep.
-    plane: dict[int, int] = {}
-    index: list[int | slice] = []
-    for axis in range(leading):
-        if axis in (channel_axis, depth):
-            index.append(slice(None))
-            continue
-        position = int(np.clip(step[axis], 0, shape[axis] - 1))
-        plane[axis] = position
-        index.append(position)
-    image = np.array(data[tuple(index)], copy=True)
-    kept = tuple(axis for axis in range(len(shape)) if axis not in plane)
+    image, plane, kept = _take(data, leading, {channel_axis, depth}, list(step) + [0] * (leading - len(step)))
     if channel_axis is not None and channel_axis > depth:
         # Channels first, as the core and Selection take them: (Z, C, Y, X) -> (C, Z, Y, X).
         image = np.moveaxis(image, 1, 0)
@@ -197,6 +194,15 @@ def _labels_cover_the_stack(labels_shape: tuple[int, ...], image_shape: tuple[in
 _EMPTY_MASK = "the mask is empty: paint the pixels to fill (any label above 0)"
 
 
+def _painted_at(labels: Any, selection: Selection) -> np.ndarray:
+    """Painted (label > 0) pixels of a labels layer of the image's full shape, at the axes the
+    selection indexed out; the axes it kept stay whole."""
+    index = tuple(
+        selection.plane[axis] if axis in selection.plane else slice(None) for axis in range(len(labels.shape) - 2)
+    )
+    return np.asarray(labels[index]) > 0
+
+
 def fill_mask(labels: Any, *, image_shape: Sequence[int], rgb: bool, selection: Selection) -> np.ndarray:
     """The (H, W) boolean mask of pixels to fill: painted labels (value > 0).
 
@@ -205,11 +211,7 @@ def fill_mask(labels: Any, *, image_shape: Sequence[int], rgb: bool, selection: 
     channel counts for all channels.
     """
     if _labels_cover_the_stack(tuple(labels.shape), tuple(image_shape), rgb):
-        index = tuple(
-            selection.plane[axis] if axis in selection.plane else slice(None)
-            for axis in range(len(labels.shape) - 2)
-        )
-        mask = np.asarray(labels[index]) > 0
+        mask = _painted_at(labels, selection)
         if mask.ndim == 3:
             mask = mask.any(axis=0)
     else:
@@ -256,11 +258,7 @@ def volume_mask(labels: Any, *, image_shape: Sequence[int], rgb: bool, selection
     the selection's position (painted on any channel counts for all channels)."""
     depth = selection.image.shape[1 if selection.channel_axis == 0 else 0]
     if _labels_cover_the_stack(tuple(labels.shape), tuple(image_shape), rgb):
-        index = tuple(
-            selection.plane[axis] if axis in selection.plane else slice(None)
-            for axis in range(len(labels.shape) - 2)
-        )
-        mask = np.asarray(labels[index]) > 0
+        mask = _painted_at(labels, selection)
         if mask.ndim == 4:
             # Channels and depth, in the layer's order; the selection lists the channel axis first.
             leading_kept = sorted(axis for axis in range(len(labels.shape) - 2) if axis not in selection.plane)
