@@ -19,16 +19,20 @@ every 100 iterations, to show where it peaks against where it stopped.
 from __future__ import annotations
 
 import argparse
+import csv
 import time
+from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage
 from skimage.data import binary_blobs
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import denoise_nl_means
 
-from napari_dip.core import restore_iter
+from napari_dip.core import resolve_settings, restore_iter
 from napari_dip.core.stacks import restore_stack
+from napari_dip.core.stopping import WindowedVarianceStopper, estimate_noise_sigma
 
 
 def blob_volume(depth: int, size: int, seed: int = 0) -> np.ndarray:
@@ -45,6 +49,35 @@ def score(clean: np.ndarray, restored: np.ndarray) -> tuple[float, float]:
     return peak_signal_noise_ratio(clean, restored, data_range=1.0), float(ssim)
 
 
+def record_curve(clean: np.ndarray, noisy: np.ndarray, args: argparse.Namespace) -> None:
+    """The 3D run with stopping off to the cap, and the engine's stopping rules watching: per
+    iteration the loss, smoothed loss / σ̂², and output variance; PSNR of the average every 25."""
+    settings = resolve_settings("denoise", iterations=args.cap or None)
+    sigma = estimate_noise_sigma(noisy)
+    watcher = WindowedVarianceStopper.from_settings(settings, sigma)
+    run = restore_iter(noisy, volume=True, threads=args.threads, seed=0, preview_seconds=None,
+                       preview_iterations=1, **{"iterations": args.cap} if args.cap else {}, auto_stop=False)
+    args.curve.parent.mkdir(parents=True, exist_ok=True)
+    stopped = None
+    with args.curve.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["iteration", "loss", "loss_over_sigma2", "variance", "psnr_avg", "stop"])
+        for event in run:
+            watcher.observe_loss(event.iteration - 1, event.loss)
+            watcher.observe(event.iteration - 1, torch.from_numpy(np.asarray(event.output, np.float32)))
+            kind = watcher.stop_kind if stopped is None else None
+            if kind is not None:
+                stopped = (event.iteration, kind)
+                print(f"stopping rule: {kind} at {event.iteration}", flush=True)
+            psnr = score(clean, event.preview)[0] if event.iteration % 25 == 0 else float("nan")
+            writer.writerow([event.iteration, f"{event.loss:.6g}", f"{watcher.smoothed_loss / sigma**2:.4f}",
+                             f"{watcher.variance:.6g}", f"{psnr:.3f}", kind or ""])
+            if event.iteration % 100 == 0:
+                ratio = watcher.smoothed_loss / sigma**2
+                print(f"{event.iteration} avg {psnr:.2f} dB, loss/σ̂² {ratio:.3f}", flush=True)
+    print(f"σ̂ = {sigma * 255:.2f}/255; first stop: {stopped}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depth", type=int, default=16)
@@ -53,11 +86,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cap", type=int, default=None, help="iteration cap of the DIP runs (default: the preset's)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["3d", "2d", "classical"])
+    parser.add_argument("--curve", type=Path, help="instead: record the 3D run's curve to this CSV")
     args = parser.parse_args()
     clean = blob_volume(args.depth, args.size)
     sigma = args.sigma / 255
     noisy = np.clip(clean + np.random.default_rng(0).normal(scale=sigma, size=clean.shape), 0, 1).astype(np.float32)
     cap = {"iterations": args.cap, "auto_stop": True} if args.cap else {}
+    if args.curve is not None:
+        record_curve(clean, noisy, args)
+        return
     rows: list[tuple[str, np.ndarray, float, str]] = [("noisy", noisy, 0.0, "")]
 
     if "classical" not in args.skip:
