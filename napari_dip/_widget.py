@@ -539,16 +539,20 @@ class RestorationWidget(QWidget):
         self.plane_note.setText(text)
         self.plane_note.setVisible(True)
 
-    def _all_planes(self) -> bool:
-        """Whether Run restores every plane: chosen, and the image has planes."""
+    def _planes_choice(self) -> bool | str:
+        """The Planes choice (False: current plane, True: all planes, "volume"), if the image
+        has planes to choose from; else False."""
         layer = self.image_picker.value()
-        return self.planes_picker.currentData() is True and bool(_plane_axes(layer, self.channel_picker.currentData()))
+        has_planes = bool(_plane_axes(layer, self.channel_picker.currentData()))
+        return self.planes_picker.currentData() if has_planes else False
+
+    def _all_planes(self) -> bool:
+        """Whether Run restores every plane, one after another."""
+        return self._planes_choice() is True
 
     def _volume(self) -> bool:
-        """Whether Run restores the stack as one volume: chosen, and the image has a depth axis."""
-        layer = self.image_picker.value()
-        chosen = self.planes_picker.currentData() == "volume"
-        return chosen and bool(_plane_axes(layer, self.channel_picker.currentData()))
+        """Whether Run restores the stack as one volume with a 3D network."""
+        return self._planes_choice() == "volume"
 
     def _data_step(self, layer: Image) -> list[int]:
         """The viewer's current position in the layer's data coordinates (pixel indices)."""

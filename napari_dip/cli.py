@@ -119,8 +119,9 @@ def _restore(args: argparse.Namespace) -> int:
     )
     result = consume(run, progress=not args.quiet)
     io.write_image(args.output, result.image)
-    spatial = result.image.shape[: 3 if args.volume else 2]
-    size = "×".join(str(n) for n in (spatial[::-1] if not args.volume else spatial))
+    shape = result.image.shape
+    # Width × height for an image; depth × height × width for a volume, as its axes are stored.
+    size = "×".join(str(n) for n in shape[:3]) if args.volume else f"{shape[1]}×{shape[0]}"
     print(
         f"wrote {args.output} ({size}, {result.image.dtype}): "
         f"{result.iterations} iterations in {result.elapsed:.1f} s on {result.device}, {result.stop_message}"

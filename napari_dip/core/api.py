@@ -229,7 +229,8 @@ def restore_iter(
             initial_state=initial_state,
             keep_state=keep_state,
             depth_scales=depth_scales,
-            noise_sigma=estimate_noise_sigma(unit) if task == "denoise" else None,
+            # Only the stopping rule uses it: not estimated for runs that do not stop by themselves.
+            noise_sigma=estimate_noise_sigma(unit) if task == "denoise" and settings.auto_stop else None,
         )
         try:
             while True:

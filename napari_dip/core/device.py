@@ -81,16 +81,18 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     return "float32"
 
 
-def resolve_compile(setting: str | bool, device: torch.device, pixels: int) -> bool:
+def resolve_compile(setting: str | bool, device: torch.device, pixels: int, dims: int = 2) -> bool:
     """Whether to compile the network. ``"auto"``: on CPU and CUDA for images of at least 128²
     network pixels, where the per-step saving repays the compile time (tens of seconds) within a
-    run; small images and MPS stay eager."""
+    run; small images, MPS and volumes (``dims`` 3) stay eager. Compiling the 3D network gave no
+    faster steps on CPU (16×64×64: 0.313 against 0.317 s/step at one thread, 0.176 against
+    0.206 at two) and its first step took 119 s on a cold cache."""
     if isinstance(setting, bool):
         return setting
     if setting not in ("auto", "on", "off"):
         raise ValueError(f"unknown compile setting {setting!r}; choose auto, on or off")
     if setting == "auto":
-        return device.type in ("cpu", "cuda") and pixels >= 128 * 128
+        return dims == 2 and device.type in ("cpu", "cuda") and pixels >= 128 * 128
     return setting == "on"
 
 
