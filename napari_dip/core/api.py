@@ -150,6 +150,7 @@ def restore_iter(
     threads: int | None = None,
     preview_seconds: float | None = 2.0,
     preview_iterations: int | None = None,
+    preview_now: Callable[[], bool] | None = None,
     initial_state: dict | None = None,
     keep_state: bool = False,
     volume: bool = False,
@@ -161,6 +162,8 @@ def restore_iter(
     Stop iterating (or call ``close()``) to cancel. Parameters are those of :func:`restore`,
     plus ``threads``, the preview schedule, and ``initial_state``/``keep_state`` to warm-start
     from (and hand on) network weights, as plane-by-plane stack restoration does.
+    ``preview_now``, asked at every step, adds a preview when true: a shell that stops the run
+    and keeps the current average sets it.
     """
     image = np.asarray(image)
     if task not in TASKS:
@@ -226,6 +229,7 @@ def restore_iter(
             device=torch_device,
             preview_seconds=preview_seconds,
             preview_iterations=preview_iterations,
+            preview_now=preview_now,
             initial_state=initial_state,
             keep_state=keep_state,
             depth_scales=depth_scales,

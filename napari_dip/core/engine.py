@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -82,6 +82,7 @@ def fit(
     device: torch.device | None = None,
     preview_seconds: float | None = 2.0,
     preview_iterations: int | None = None,
+    preview_now: Callable[[], bool] | None = None,
     initial_state: dict | None = None,
     keep_state: bool = False,
     depth_scales: int | None = None,
@@ -93,7 +94,8 @@ def fit(
 
     ``known`` (h, w) (or (d, h, w)) bool marks the observed pixels that count in the loss (padding and
     pixels to inpaint are excluded). Previews are produced every ``preview_seconds`` of wall
-    time and/or every ``preview_iterations`` steps.
+    time and/or every ``preview_iterations`` steps, and at any step where ``preview_now()`` is true
+    (a shell that stops the run and keeps the current average asks for it so).
 
     ``initial_state`` (a network ``state_dict`` from an earlier fit with the same settings)
     warm-starts the fit, e.g. from the previous plane of a stack; ``keep_state`` returns the
@@ -210,6 +212,7 @@ def fit(
         want_preview = (
             (preview_seconds is not None and now - last_preview >= preview_seconds)
             or (preview_iterations is not None and done % preview_iterations == 0)
+            or (preview_now is not None and preview_now())
             or stopping
             or done == settings.iterations
         )
