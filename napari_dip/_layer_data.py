@@ -6,7 +6,7 @@ result sits, how it is named) is tested on plain arrays.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,8 @@ __all__ = [
     "StackSelection",
     "contrast_limits_for",
     "fill_mask",
+    "mask_score",
+    "new_mask_name",
     "result_layer_data",
     "result_name",
     "result_placement",
@@ -189,6 +191,36 @@ def _labels_cover_the_stack(labels_shape: tuple[int, ...], image_shape: tuple[in
         f"mask shape {labels_shape} does not match the image's shape: use a labels layer of shape "
         f"{accepted} (press New mask to make one)"
     )
+
+
+def new_mask_name(image_name: str, taken: Collection[str]) -> str:
+    """``camera mask``, or ``camera mask 2``, ``camera mask 3``, ... when that name is taken
+    (napari's own renaming, ``camera mask [1]``, reads like an index)."""
+    name, number = f"{image_name} mask", 2
+    while name in taken:
+        name, number = f"{image_name} mask {number}", number + 1
+    return name
+
+
+def _owner(labels_name: str, image_names: Collection[str]) -> str | None:
+    """The image a labels layer is named after (``<image> mask ...``, as the samples and New mask
+    name them): the longest image name that starts its name."""
+    owners = [name for name in image_names if labels_name == name or labels_name.startswith(f"{name} ")]
+    return max(owners, key=len, default=None)
+
+
+def mask_score(
+    labels_name: str, labels_shape: Sequence[int], image_name: str, image_shape: Sequence[int], *, rgb: bool,
+    image_names: Collection[str],
+) -> tuple[bool, bool] | None:
+    """How well a labels layer suits an image as its mask, higher is better: (named after it, of
+    a shape it accepts). None for a mask named after another of ``image_names``: proposing one
+    image's mask for another (of the same size) would fill the wrong pixels without a word."""
+    owner = _owner(labels_name, image_names)
+    if owner is not None and owner != image_name:
+        return None
+    full_shape = tuple(image_shape[:-1] if rgb else image_shape)
+    return owner == image_name, tuple(labels_shape) in (full_shape[-2:], full_shape)
 
 
 _EMPTY_MASK = "the mask is empty: paint the pixels to fill (any label above 0)"

@@ -7,13 +7,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from .core import Progress
     from .core.stacks import PlaneProgress
 
-__all__ = ["RestorationFailed", "carries_preview", "describe_error", "drive", "ends_a_plane"]
+__all__ = ["Kept", "RestorationFailed", "carries_preview", "describe_error", "drive", "ends_a_plane"]
 
 Event = TypeVar("Event")
 Result = TypeVar("Result")
@@ -26,6 +27,14 @@ class RestorationFailed(Exception):
     for a deleted worker and then emits neither ``errored`` nor ``finished``, which would leave
     the widget stuck in its running state (torch's out-of-memory errors are RuntimeErrors).
     """
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a run stopped by the user returns: the event of the step it stopped at, whose
+    ``preview`` (the running average, in the input's dtype) is kept as the result."""
+
+    event: Progress
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -64,13 +73,17 @@ def drive(
     cancel: threading.Event,
     report_seconds: float = 0.1,
     always: Callable[[Event], bool] = carries_preview,
-) -> Generator[Event, None, Result | None]:
+    keep: threading.Event | None = None,
+) -> Generator[Event, None, Result | Kept | None]:
     """Step ``run`` until it ends or ``cancel`` is set; returns None when cancelled.
 
     ``cancel`` is checked before every optimisation step, so a cancel takes effect within one
     step, and the core's generator is closed in this thread. Only events for which ``always``
     is true and one event per ``report_seconds`` are passed on: a small network steps hundreds
     of times a second, and a signal per step would flood the GUI thread's event queue.
+
+    Once ``keep`` is set, the first event with a preview ends the run as :class:`Kept`: the
+    core's generator, made with ``preview_now=keep.is_set``, adds one at the next step.
     """
     last_report = -float("inf")
     try:
@@ -79,6 +92,8 @@ def drive(
                 event = next(run)
             except StopIteration as done:
                 return done.value
+            if keep is not None and keep.is_set() and event.preview is not None:
+                return Kept(event)
             now = time.monotonic()
             if always(event) or now - last_report >= report_seconds:
                 last_report = now

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -41,6 +43,8 @@ from ._layer_data import (
     StackSelection,
     contrast_limits_for,
     fill_mask,
+    mask_score,
+    new_mask_name,
     result_layer_data,
     result_name,
     select_input,
@@ -49,7 +53,7 @@ from ._layer_data import (
     stack_mask,
     volume_mask,
 )
-from ._run import carries_preview, drive, ends_a_plane
+from ._run import Kept, carries_preview, drive, ends_a_plane
 from ._widget_settings import load_settings, save_settings
 
 if TYPE_CHECKING:
@@ -83,6 +87,11 @@ ADVANCED_FIELDS: tuple[tuple[str, str, float, float, int | None, str], ...] = (
 )
 
 PREVIEW_SECONDS = 2.0
+
+# Metadata key that marks the layer a run's previews go to: no picker offers it as an input.
+PREVIEW_KEY = "napari_dip_preview"
+
+IDLE_STATUS = "Pick an image and a task, then press Run."
 
 # The core's "compile" setting. The widget defaults to "off", unlike the core's default preset:
 # compiling takes tens of seconds before the first step, cannot be cancelled meanwhile, and its
@@ -126,13 +135,28 @@ class RunPlan:
         )
 
 
+def _unwrapped(layer: Any) -> Any:
+    """The layer itself, where napari handed over a proxy of it.
+
+    napari gives a plugin's widget a ``PublicOnlyProxy`` of the viewer (a ``wrapt.ObjectProxy``):
+    what its methods return (``add_labels``, ``selection.active``) are proxies, while iterating its
+    layer list gives the layers themselves, so one layer arrives as two objects and an identity
+    check between them fails. ``__wrapped__`` is wrapt's public way back to the object.
+    """
+    return getattr(layer, "__wrapped__", layer)
+
+
+def _is_preview(layer: Any) -> bool:
+    return layer.metadata.get(PREVIEW_KEY) is True
+
+
 def _add_image_quietly(viewer: napari.viewer.Viewer, data: np.ndarray, meta: dict[str, Any], *,
                        visible: bool = True) -> Image:
     """Add an image layer, leaving the user's layer selection (and so the layer controls shown)
     as it was: a run's layers appear as they go, and must not take the controls away."""
     selection = set(viewer.layers.selection)
     active = viewer.layers.selection.active
-    layer = viewer.add_image(data, visible=visible, **meta)
+    layer = _unwrapped(viewer.add_image(data, visible=visible, **meta))
     viewer.layers.selection.clear()
     viewer.layers.selection.update(selection)
     viewer.layers.selection.active = active
@@ -140,8 +164,9 @@ def _add_image_quietly(viewer: napari.viewer.Viewer, data: np.ndarray, meta: dic
 
 
 def _planned_settings(plan: RunPlan) -> dict[str, Any]:
-    """The settings the stack's first plane runs with, before the run resolves them (warm-started
-    planes then run fewer iterations at a lower learning rate, as the final metadata records)."""
+    """The settings a run starts with, resolved as the core resolves them: those of a single
+    image's fit, or of a stack's first plane (warm-started planes then run fewer iterations at a
+    lower learning rate, as the final metadata records)."""
     from .core import Settings, resolve_settings
 
     names = {field.name for field in fields(Settings)} - {"iterations"}
@@ -227,17 +252,28 @@ class StackResultLayer:
 
 
 class LayerComboBox(QComboBox):
-    """A layer picker that follows the viewer's layer list and keeps its choice while it exists."""
+    """A layer picker that follows the viewer's layer list and keeps its choice while it exists.
 
-    def __init__(self, layer_type: type, *, none_text: str | None = None, auto_pick: bool = True):
+    It holds the layers themselves, never napari's proxies of them (see ``_unwrapped``).
+    """
+
+    def __init__(self, layer_type: type, *, none_text: str | None = None, auto_pick: bool = True,
+                 exclude: Callable[[Any], bool] | None = None):
         super().__init__()
         self._layer_type = layer_type
         self._none_text = none_text
         self._auto_pick = auto_pick
+        self._exclude = exclude
+        # Long layer names must not set the dock's minimum width: they are elided instead.
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
 
     def refresh(self, layers: Any) -> None:
         current = self.value()
-        candidates = [layer for layer in layers if isinstance(layer, self._layer_type)]
+        candidates = [
+            _unwrapped(layer) for layer in layers
+            if isinstance(layer, self._layer_type) and not (self._exclude and self._exclude(layer))
+        ]
         self.blockSignals(True)
         self.clear()
         if self._none_text is not None:
@@ -255,11 +291,18 @@ class LayerComboBox(QComboBox):
     def value(self) -> Any:
         return self.currentData()
 
-    def set_value(self, layer: Any) -> None:
+    def layers(self) -> list[Any]:
+        """The layers offered, in the layer list's order."""
+        return [self.itemData(index) for index in range(self.count()) if self.itemData(index) is not None]
+
+    def set_value(self, layer: Any) -> bool:
+        """Choose ``layer`` (None: the none entry); False if it is not offered."""
+        layer = _unwrapped(layer)
         for index in range(self.count()):
             if self.itemData(index) is layer:
                 self.setCurrentIndex(index)
-                return
+                return True
+        return False
 
 
 def _warm_up_torch() -> None:
@@ -280,10 +323,16 @@ def _warm_up_torch() -> None:
 
 
 def _format_seconds(seconds: float) -> str:
+    """``4.2 s``, ``42 s``, ``12 min 05 s``, ``2 h 08 min``: as precise as a reader needs."""
     if seconds < 10:
         return f"{seconds:.1f} s"
     seconds = round(seconds)
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _shows(box: QSpinBox | QDoubleSpinBox, value: float) -> bool:
@@ -331,7 +380,11 @@ class RestorationWidget(QWidget):
         self._viewer = napari_viewer
         self._preset_settings = preset_settings
         self._worker = None
+        # (signal, handler) pairs of the running worker's result signals, cut when the dock closes.
+        self._worker_slots: list[tuple[Any, Callable]] = []
         self._cancel = threading.Event()
+        # Stop and keep: the run ends at the next step, keeping its running average.
+        self._keep = threading.Event()
         self._plan: RunPlan | None = None
         self._preview_layer: Image | None = None
         self._stack_result: StackResultLayer | None = None
@@ -350,6 +403,7 @@ class RestorationWidget(QWidget):
         for emitter in (layer_events.inserted, layer_events.removed, layer_events.reordered, layer_events.renamed):
             emitter.connect(self._refresh_layers)
         self._viewer.dims.events.current_step.connect(self._update_plane_note)
+        self._viewer.layers.selection.events.active.connect(self._follow_selection)
         # A run must not outlive the widget (closing napari mid-run): the worker checks this flag.
         self.destroyed.connect(self._cancel.set)
         self._refresh_layers()
@@ -359,7 +413,7 @@ class RestorationWidget(QWidget):
     # --- construction -------------------------------------------------------------------------
 
     def _build_inputs(self) -> None:
-        self.image_picker = LayerComboBox(Image)
+        self.image_picker = LayerComboBox(Image, exclude=_is_preview)
         self.image_picker.currentIndexChanged.connect(self._on_image_changed)
         self.plane_note = QLabel()
         self.plane_note.setWordWrap(True)
@@ -390,7 +444,7 @@ class RestorationWidget(QWidget):
         self.new_mask_button = QPushButton("New mask")
         self.new_mask_button.setToolTip("Add an empty labels layer over the image and start painting")
         self.new_mask_button.clicked.connect(self.new_mask)
-        self.psf_picker = LayerComboBox(Image, none_text="(none)", auto_pick=False)
+        self.psf_picker = LayerComboBox(Image, none_text="(none)", auto_pick=False, exclude=_is_preview)
         self.psf_picker.setToolTip("2D image layer holding the blur kernel (point-spread function)")
 
     def _build_options(self, devices: list[str]) -> None:
@@ -401,6 +455,7 @@ class RestorationWidget(QWidget):
         self.iterations.setToolTip("auto: the preset's count, stopping early once the output stops improving")
         self.iterations.valueChanged.connect(self._update_iterations_hint)
         self.iterations_hint = QLabel()
+        self.iterations_hint.setWordWrap(True)
         self.advanced: dict[str, QSpinBox | QDoubleSpinBox] = {}
         for name, _label, low, high, decimals, tooltip in ADVANCED_FIELDS:
             box = QSpinBox() if decimals is None else QDoubleSpinBox()
@@ -431,13 +486,19 @@ class RestorationWidget(QWidget):
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the run and discard it")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
+        self.stop_keep_button = QPushButton("Stop and keep")
+        self.stop_keep_button.setToolTip(
+            "Stop the run now and keep its current result as the layer (for all planes: the "
+            "planes finished so far)"
+        )
+        self.stop_keep_button.setEnabled(False)
+        self.stop_keep_button.clicked.connect(self.stop_and_keep)
         self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m")
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("Pick an image and a task, then press Run.")
+        self._show_idle_progress()
+        self.status = QLabel(IDLE_STATUS)
         self.status.setWordWrap(True)
 
     def _lay_out(self) -> None:
@@ -472,6 +533,7 @@ class RestorationWidget(QWidget):
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
+        buttons.addWidget(self.stop_keep_button)
         buttons.addWidget(self.cancel_button)
 
         layout = QVBoxLayout(self)
@@ -491,10 +553,77 @@ class RestorationWidget(QWidget):
     # --- reactions to the viewer and the controls ----------------------------------------------
 
     def _refresh_layers(self, event: Any = None) -> None:
-        for picker in (self.image_picker, self.mask_picker, self.psf_picker):
+        # The mask picker first: a change of image proposes a mask from its fresh list.
+        mask = self.mask_picker.value()
+        for picker in (self.mask_picker, self.psf_picker, self.image_picker):
             picker.refresh(self._viewer.layers)
+        if self.mask_picker.value() is not mask:  # the chosen mask went: the best one, not the last
+            self._propose_mask()
+
+    def _follow_selection(self, event: Any = None) -> None:
+        """The layer the user selects in the layer list becomes the image (or the mask)."""
+        if self._busy:
+            return
+        active = self._viewer.layers.selection.active
+        if isinstance(active, Image):
+            self.image_picker.set_value(active)
+        elif isinstance(active, Labels):
+            self.mask_picker.set_value(active)
+
+    def _mask_scores(self, image: Image) -> list[tuple[Labels, tuple[bool, bool]]]:
+        """The labels layers that may be the image's mask, with how well each suits it."""
+        names = [layer.name for layer in self.image_picker.layers()]
+        scored = [
+            (labels, mask_score(labels.name, labels.data.shape, image.name, image.data.shape, rgb=image.rgb,
+                                image_names=names))
+            for labels in self.mask_picker.layers()
+        ]
+        return [(labels, score) for labels, score in scored if score is not None]
+
+    def _propose_mask(self) -> None:
+        """Pick the mask that suits the image best (named after it, then of its shape), unless
+        the one chosen suits it as well."""
+        image = self.image_picker.value()
+        if image is None or image.multiscale or self._busy:
+            return
+        scores = self._mask_scores(image)
+        current = self.mask_picker.value()
+        best = max((score for _, score in scores), default=None)
+        if best is not None and any(labels is current and score == best for labels, score in scores):
+            return
+        # Among equals the newest, at the end of the layer list.
+        self.mask_picker.set_value(next((labels for labels, score in reversed(scores) if score == best), None))
+
+    def _propose_image_for_inpainting(self) -> None:
+        """When the image has no mask of its own but another image has one, choose that one: two
+        samples of the same size must not pair one's image with the other's mask."""
+        image = self.image_picker.value()
+        if self._busy:
+            return
+
+        def has_own_mask(layer: Image) -> bool:
+            return not layer.multiscale and any(score == (True, True) for _, score in self._mask_scores(layer))
+
+        if image is None or has_own_mask(image):
+            return
+        paired = [layer for layer in self.image_picker.layers() if has_own_mask(layer)]
+        if paired:
+            self.image_picker.set_value(paired[-1])
+
+    def _clear_outcome(self) -> None:
+        """Forget the last run's message and progress: they were about other choices."""
+        if not self._busy:
+            self.status.setText(IDLE_STATUS)
+            self._show_idle_progress()
+
+    def _show_idle_progress(self) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
 
     def _on_image_changed(self, index: int = -1) -> None:
+        self._propose_mask()
+        self._clear_outcome()
         layer = self.image_picker.value()
         previous = self.channel_picker.currentData()
         self.channel_picker.blockSignals(True)
@@ -576,6 +705,9 @@ class RestorationWidget(QWidget):
                 box.setValue(getattr(preset, name))
         self._task_preset = preset
         self._update_iterations_hint()
+        if task == "inpaint":
+            self._propose_image_for_inpainting()
+        self._clear_outcome()
 
     def _update_iterations_hint(self, *_: Any) -> None:
         preset = self._task_preset
@@ -645,18 +777,24 @@ class RestorationWidget(QWidget):
     def running(self) -> bool:
         return self._worker is not None
 
+    @property
+    def _busy(self) -> bool:
+        """A run is starting, going or ending: the viewer's changes (its own layers, the selection
+        they restore) must not move the pickers away from what it runs with."""
+        return self._plan is not None
+
     def new_mask(self) -> Labels | None:
         """Add an empty labels layer over the image, select it and switch to painting."""
         image = self.image_picker.value()
         if image is None:
             show_error("napari-dip: pick an image layer first; the mask is made to match it")
             return None
-        labels = self._viewer.add_labels(
+        labels = _unwrapped(self._viewer.add_labels(
             np.zeros(_spatial_shape(image), dtype=np.uint8),
-            name=f"{image.name} mask",
+            name=new_mask_name(image.name, [layer.name for layer in self._viewer.layers]),
             scale=tuple(image.scale[-2:]),
             translate=tuple(image.translate[-2:]),
-        )
+        ))
         self.mask_picker.set_value(labels)
         self._viewer.layers.selection.active = labels
         labels.selected_label = 1
@@ -676,6 +814,8 @@ class RestorationWidget(QWidget):
         save_settings(self.settings())
         self._plan = plan
         self._cancel.clear()
+        self._keep.clear()
+        keep = None
         if plan.all_planes:
             from .core.stacks import restore_stack_iter
 
@@ -687,18 +827,20 @@ class RestorationWidget(QWidget):
         else:
             from .core import restore_iter
 
-            generator = restore_iter(plan.selection.image, plan.task, **plan.core_kwargs)
+            generator = restore_iter(plan.selection.image, plan.task, preview_now=self._keep.is_set, **plan.core_kwargs)
+            keep = self._keep
             self._preview_layer = self._add_preview_layer(plan)
             self.progress.setFormat("%v / %m")  # iterations, where a stack run showed planes
             always, on_yielded, on_returned, on_errored = (
                 carries_preview, self._on_progress, self._on_returned, self._on_errored
             )
         worker = create_worker(
-            drive, generator, self._cancel, always=always, _start_thread=False, _ignore_errors=True
+            drive, generator, self._cancel, always=always, keep=keep, _start_thread=False, _ignore_errors=True
         )
-        worker.yielded.connect(on_yielded)
-        worker.returned.connect(on_returned)
-        worker.errored.connect(on_errored)
+        self._worker_slots = [(worker.yielded, on_yielded), (worker.returned, on_returned),
+                              (worker.errored, on_errored)]
+        for signal, handler in self._worker_slots:
+            signal.connect(handler)
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._set_running(True)
@@ -711,6 +853,39 @@ class RestorationWidget(QWidget):
         if self.running:
             self._cancel.set()
             self.status.setText("Cancelling …")
+
+    def stop_and_keep(self) -> None:
+        """End the run at its next step and keep the current result as the result layer: the
+        running average for one image, the planes finished so far for all planes of a stack."""
+        if not self.running:
+            return
+        self._keep.set()
+        if self._plan.all_planes:
+            self._cancel.set()
+        self.status.setText("Stopping …")
+
+    def _abandon_run(self) -> None:
+        """End the run now because the widget goes away (its dock was closed): the worker's
+        handlers go with the widget, so they are cut off and the run's layers settled here."""
+        if not self.running:
+            return
+        self._cancel.set()
+        for signal, handler in self._worker_slots:
+            signal.disconnect(handler)
+        self._worker_slots = []
+        self._remove_preview()
+        if self._stack_result is not None:
+            self._stack_result.stop("cancelled: the dock was closed")
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt's name)
+        # napari's remove_dock_widget (the dock's close button) takes the widget out of its dock.
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self._abandon_run()
+        super().changeEvent(event)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        self._abandon_run()
+        super().closeEvent(event)
 
     def _plan_run(self) -> RunPlan:
         layer = self.image_picker.value()
@@ -800,20 +975,24 @@ class RestorationWidget(QWidget):
             layer.data = event.preview
             layer.visible = True
 
-    def _on_returned(self, result: Restoration | None) -> None:
+    def _on_returned(self, result: Restoration | Kept | None) -> None:
         if result is None or self._cancel.is_set():
             self._remove_preview()
+            self._show_idle_progress()
             self.status.setText("Cancelled; no layer was added.")
             return
         plan = self._plan
-        metadata = {**result.metadata(), "source_layer": plan.source}
+        if isinstance(result, Kept):
+            image, metadata = result.event.preview, self._kept_metadata(result)
+        else:
+            image, metadata = result.image, {**result.metadata(), "source_layer": plan.source}
         if plan.selection.plane:
             metadata["plane"] = {str(axis): index for axis, index in plan.selection.plane.items()}
-        data, meta, _ = plan.layer_data(result.image, plan.name, metadata)
+        data, meta, _ = plan.layer_data(image, plan.name, metadata)
         layer = self._live_preview_layer()
         self._preview_layer = None
         if layer is None:  # the user deleted the preview layer during the run
-            self._viewer.add_image(data, **meta)
+            _add_image_quietly(self._viewer, data, meta)
         else:
             # The preview layer becomes the result: no second layer creation (about 0.1 s of
             # vispy set-up on the GUI thread), and it keeps its place, visibility and selection.
@@ -822,13 +1001,39 @@ class RestorationWidget(QWidget):
             layer.metadata = meta["metadata"]
             layer.name = meta["name"]
             layer.visible = True
+        if isinstance(result, Kept):
+            event = result.event
+            self.progress.setValue(event.iteration)
+            self.status.setText(
+                f"Stopped at iteration {event.iteration} / {event.iterations} after "
+                f"{_format_seconds(event.elapsed)}; {plan.name!r} keeps the result so far."
+            )
+            return
         self.progress.setValue(result.iterations)
         self.status.setText(
             f"Done: {result.iterations} iterations in {_format_seconds(result.elapsed)} ({result.stop_message})."
         )
 
+    def _kept_metadata(self, kept: Kept) -> dict[str, Any]:
+        """What a normal result's metadata says, for a run stopped by the user (Stop and keep)."""
+        plan, event = self._plan, kept.event
+        kwargs = plan.core_kwargs
+        return {
+            "task": plan.task,
+            "iterations": event.iteration,
+            "stopped": "by the user",
+            "stop_reason": "user",
+            "elapsed_seconds": round(event.elapsed, 3),
+            "seed": kwargs["seed"],
+            "device": kwargs["device"],
+            "threads": kwargs["threads"],
+            "settings": _planned_settings(plan),
+            "source_layer": plan.source,
+        }
+
     def _on_errored(self, exc: Exception) -> None:
         self._remove_preview()
+        self._show_idle_progress()
         self._fail(str(exc))
 
     def _on_plane_progress(self, event: PlaneProgress) -> None:
@@ -850,9 +1055,11 @@ class RestorationWidget(QWidget):
     def _on_stack_returned(self, result: StackRestoration | None) -> None:
         stack = self._stack_result
         if result is None:
-            outcome = stack.stop("cancelled")
-            self.status.setText(f"Cancelled: {outcome}.")
-            show_info(f"napari-dip: cancelled; {outcome}")
+            kept = self._keep.is_set()
+            outcome = stack.stop("by the user" if kept else "cancelled")
+            self._show_idle_progress()
+            self.status.setText(f"{'Stopped' if kept else 'Cancelled'}: {outcome}.")
+            show_info(f"napari-dip: {'stopped' if kept else 'cancelled'}; {outcome}")
             return
         stack.complete(result)
         low, high = min(result.iterations), max(result.iterations)
@@ -866,6 +1073,7 @@ class RestorationWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = None
+        self._worker_slots = []
         self._plan = None
         self._stack_result = None
         self._set_running(False)
@@ -880,7 +1088,7 @@ class RestorationWidget(QWidget):
         Adding it here, as a direct answer to the click, keeps the layer set-up out of the run.
         """
         placeholder = np.zeros(plan.selection.output_shape(plan.factor), dtype=plan.selection.image.dtype)
-        data, meta, _ = plan.layer_data(placeholder, f"{plan.name} [preview]")
+        data, meta, _ = plan.layer_data(placeholder, f"{plan.name} [preview]", {PREVIEW_KEY: True})
         return _add_image_quietly(self._viewer, data, meta, visible=False)
 
     def _live_preview_layer(self) -> Image | None:
@@ -897,6 +1105,7 @@ class RestorationWidget(QWidget):
         for control in self._run_inputs:
             control.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+        self.stop_keep_button.setEnabled(running)
         if running:
             self.progress.setRange(0, 0)  # busy until the first step reports the total
 

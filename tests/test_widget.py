@@ -10,7 +10,7 @@ from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QThreadPool, QTimer
 
 from napari_dip._sample_data import damaged_sample, low_resolution_sample, noisy_sample
-from napari_dip._widget import TASK_CHOICES, RestorationWidget
+from napari_dip._widget import TASK_CHOICES, RestorationWidget, _format_seconds
 from napari_dip._widget_settings import SETTINGS_ENV
 
 TINY_NETWORK = {"channels": 8, "scales": 2}
@@ -30,10 +30,20 @@ def viewer(make_napari_viewer):
     assert QThreadPool.globalInstance().waitForDone(5000)
 
 
+PLUGIN_WIDGET = ("napari-dip", "Deep Image Prior restoration")
+
+
 def make_widget(viewer) -> RestorationWidget:
-    widget = RestorationWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    """The widget as napari opens it from the Plugins menu: with a proxy of the viewer, whose
+    methods hand out proxies of the layers (the widget must cope with both)."""
+    _, widget = viewer.window.add_plugin_dock_widget(*PLUGIN_WIDGET)
     return widget
+
+
+def reopen(viewer, widget: RestorationWidget) -> RestorationWidget:
+    """Close the dock (its close button calls remove_dock_widget) and open a new one."""
+    viewer.window.remove_dock_widget(widget)
+    return make_widget(viewer)
 
 
 def configure(widget: RestorationWidget, task: str = "denoise", factor: int = 1, iterations: int = 20) -> None:
@@ -55,7 +65,7 @@ def new_errors(before: int) -> list[str]:
 
 
 def test_widget_opens_from_the_plugin_menu(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-dip", "Deep Image Prior restoration")
+    _, widget = viewer.window.add_plugin_dock_widget(*PLUGIN_WIDGET)
     assert isinstance(widget, RestorationWidget)
     viewer.open_sample("napari-dip", "damaged")
     assert [layer.name for layer in viewer.layers] == ["damaged camera", "damaged camera mask"]
@@ -91,8 +101,8 @@ def test_run_adds_result_layer(viewer, qtbot):
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
 
     # The choices are remembered: a widget opened later (a new napari session) starts with them.
-    later = make_widget(viewer)
-    assert later.settings() == widget.settings()
+    later = reopen(viewer, widget)
+    assert later is not widget and later.settings() == widget.settings()
     assert later.seed.value() == 7 and later.advanced["channels"].value() == 8
 
 
@@ -469,3 +479,187 @@ def test_volume_inpaints_with_a_2d_mask_and_refuses_plane_tasks(viewer, qtbot):
     expected = restore(stack, "inpaint", mask=every_slice, volume=True, iterations=3, seed=0, threads=1,
                        compile="off", **TINY_NETWORK)
     np.testing.assert_array_equal(result.data, expected)
+
+
+def paint(labels, pixels: np.ndarray) -> None:
+    """Paint as a user would, with the layer's data edited in place and the layer refreshed."""
+    labels.data[pixels] = 1
+    labels.refresh()
+
+
+def test_new_mask_is_chosen_over_the_samples_mask_and_used(viewer, qtbot):
+    widget = make_widget(viewer)
+    viewer.open_sample("napari-dip", "damaged")
+    configure(widget, task="inpaint", iterations=3)
+    assert widget.mask_picker.currentText() == "damaged camera mask"
+
+    labels = widget.new_mask()
+    painted = np.zeros((256, 256), dtype=bool)
+    painted[100:110, 30:50] = True
+    paint(labels, painted)
+
+    assert labels.name == "damaged camera mask 2"
+    assert widget.mask_picker.currentText() == "damaged camera mask 2"
+    assert widget.mask_picker.value() is viewer.layers["damaged camera mask 2"]
+    assert viewer.layers.selection.active is viewer.layers["damaged camera mask 2"]
+    np.testing.assert_array_equal(widget._plan_run().core_kwargs["mask"], painted)
+    # A third one gets the next number, not napari's "[1]".
+    assert widget.new_mask().name == "damaged camera mask 3"
+    widget.mask_picker.set_value(labels)
+
+    run_to_end(qtbot, widget)
+    result = viewer.layers["damaged camera (DIP inpaint)"]
+    assert result.metadata["iterations"] == 3 and widget.mask_picker.value() is labels
+
+
+def test_closing_the_dock_cancels_the_run_and_adds_no_layer(viewer, qtbot):
+    data, meta, _ = noisy_sample(size=32)[0]
+    viewer.add_image(data, **meta)
+    widget = make_widget(viewer)
+    configure(widget, iterations=1_000_000)
+    widget.preview_seconds = 0.1
+    widget.run()
+    preview_name = "noisy astronaut (DIP denoise) [preview]"
+    qtbot.waitUntil(lambda: preview_name in viewer.layers, timeout=20_000)
+    assert widget.image_picker.layers() == [viewer.layers["noisy astronaut"]]  # never the preview
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=20_000)
+
+    start = time.perf_counter()
+    viewer.window.remove_dock_widget(widget)  # what the dock's close button does
+    # The preview goes at once; the run stops at its next step.
+    assert [layer.name for layer in viewer.layers] == ["noisy astronaut"]
+    assert QThreadPool.globalInstance().waitForDone(1000)
+    stopped = time.perf_counter() - start
+    print(f"\ndock closed to run stopped: {stopped * 1000:.0f} ms")
+    assert stopped < 1.0
+    qtbot.wait(300)  # anything the run still had queued for the GUI thread
+    assert [layer.name for layer in viewer.layers] == ["noisy astronaut"]
+    later = make_widget(viewer)
+    assert later.image_picker.layers() == [viewer.layers["noisy astronaut"]]
+    assert not later.running and later.run_button.isEnabled()
+
+
+def test_pickers_follow_the_selection_and_pair_a_mask_with_its_image(viewer):
+    widget = make_widget(viewer)
+    viewer.open_sample("napari-dip", "noisy")
+    viewer.open_sample("napari-dip", "damaged")
+    configure(widget, task="inpaint")
+    assert widget.image_picker.currentText() == "damaged camera"
+    assert widget.mask_picker.currentText() == "damaged camera mask"
+
+    # Selecting a layer in the layer list chooses it; the camera's mask is not the astronaut's.
+    viewer.layers.selection.active = viewer.layers["noisy astronaut"]
+    assert widget.image_picker.currentText() == "noisy astronaut"
+    assert widget.mask_picker.currentText() == "(none)"
+    viewer.layers.selection.active = viewer.layers["damaged camera"]
+    assert widget.mask_picker.currentText() == "damaged camera mask"
+
+    # Opened the other way round, with the astronaut selected last: choosing Inpaint proposes
+    # the image that has a mask.
+    viewer.layers.clear()
+    configure(widget, task="denoise")
+    viewer.open_sample("napari-dip", "damaged")
+    viewer.open_sample("napari-dip", "noisy")
+    assert widget.image_picker.currentText() == "noisy astronaut"
+    configure(widget, task="inpaint")
+    assert widget.image_picker.currentText() == "damaged camera"
+    assert widget.mask_picker.currentText() == "damaged camera mask"
+
+    # A labels layer selected in the layer list becomes the mask; one of the image's shape is
+    # preferred to one of another shape when neither is named after an image.
+    viewer.add_labels(np.zeros((8, 8), dtype=np.uint8), name="small")
+    viewer.add_labels(np.zeros((256, 256), dtype=np.uint8), name="holes")
+    viewer.layers.selection.active = viewer.layers["small"]
+    assert widget.mask_picker.currentText() == "small"
+    viewer.layers.remove("damaged camera mask")
+    assert widget.mask_picker.currentText() == "small"  # still there, so still chosen
+    viewer.layers.remove("small")
+    assert widget.mask_picker.currentText() == "holes"
+
+
+def test_the_dock_can_be_narrow(viewer):
+    data, meta, _ = noisy_sample(size=32)[0]
+    viewer.add_image(data, name="a rather long layer name for a noisy astronaut image", rgb=True)
+    widget = make_widget(viewer)
+    configure(widget, task="inpaint", iterations=0)  # the longest iterations hint
+    widget.advanced_section.expand(animate=False)
+    width = widget.minimumSizeHint().width()
+    print(f"\nminimum width of the dock's widget: {width} px")
+    assert width < 400
+
+
+def test_format_seconds():
+    assert _format_seconds(4.24) == "4.2 s"
+    assert _format_seconds(42.4) == "42 s"
+    assert _format_seconds(59.6) == "1 min 00 s"
+    assert _format_seconds(725) == "12 min 05 s"
+    assert _format_seconds(3599.6) == "1 h 00 min"
+    assert _format_seconds(128 * 60 + 5) == "2 h 08 min"
+
+
+def test_no_stale_progress_or_messages(viewer, qtbot):
+    data, meta, _ = noisy_sample(size=32)[0]
+    viewer.add_image(data, **meta)
+    widget = make_widget(viewer)
+    assert widget.progress.text() == ""  # not "0 / 1"
+    configure(widget, iterations=1_000_000)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=20_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=1000)
+    assert "Cancelled" in widget.status.text() and widget.progress.text() == ""
+
+    configure(widget, task="deblur")
+    widget.run()
+    assert "needs a PSF" in widget.status.text()
+    configure(widget, task="denoise")  # another task: the message was about the old one
+    assert widget.status.text() == "Pick an image and a task, then press Run."
+
+
+def test_stop_and_keep_keeps_the_running_average(viewer, qtbot):
+    from napari_dip import restore
+
+    data, meta, _ = noisy_sample(size=32)[0]
+    viewer.add_image(data, **meta)
+    widget = make_widget(viewer)
+    configure(widget, iterations=1_000_000)
+    widget.preview_seconds = 600  # no preview due before the stop: Stop and keep asks for one
+    assert not widget.stop_keep_button.isEnabled()
+    widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value() >= 20, timeout=20_000)
+    assert widget.stop_keep_button.isEnabled()
+
+    start = time.perf_counter()
+    widget.stop_and_keep()
+    qtbot.waitUntil(lambda: not widget.running, timeout=1000)
+    print(f"\nstop and keep to result layer: {(time.perf_counter() - start) * 1000:.0f} ms")
+
+    assert [layer.name for layer in viewer.layers] == ["noisy astronaut", "noisy astronaut (DIP denoise)"]
+    result = viewer.layers["noisy astronaut (DIP denoise)"]
+    stopped_at = result.metadata["iterations"]
+    assert result.metadata["stopped"] == "by the user" and stopped_at >= 20
+    assert result.metadata["settings"]["channels"] == 8 and result.metadata["source_layer"] == "noisy astronaut"
+    assert result.data.shape == data.shape and result.data.dtype == np.uint8 and result.visible
+    # The running average at that step: what a run of exactly that many iterations returns.
+    expected = restore(data, iterations=stopped_at, seed=0, threads=1, compile="off", **TINY_NETWORK)
+    np.testing.assert_array_equal(result.data, expected)
+    assert f"Stopped at iteration {stopped_at}" in widget.status.text()
+    assert widget.progress.value() == stopped_at
+    assert not widget.stop_keep_button.isEnabled() and widget.run_button.isEnabled()
+
+
+def test_stop_and_keep_on_all_planes_keeps_the_finished_ones(viewer, qtbot):
+    stack = np.random.default_rng(7).random((4, 32, 32)).astype(np.float32)
+    viewer.add_image(stack, name="stack")
+    widget = make_widget(viewer)
+    configure(widget, iterations=300)
+    widget.planes_picker.setCurrentIndex(1)
+    widget.run()
+    result = viewer.layers["stack (DIP denoise)"]
+    qtbot.waitUntil(lambda: result.metadata["planes_finished"] >= 1, timeout=30_000)
+    widget.stop_and_keep()
+    qtbot.waitUntil(lambda: not widget.running, timeout=1000)
+    finished = result.metadata["planes_finished"]
+    assert 1 <= finished < 4 and result.metadata["stopped"] == "by the user"
+    assert plane_states(result) == (True,) * finished + (False,) * (4 - finished)
+    assert widget.status.text().startswith("Stopped:")

@@ -8,6 +8,8 @@ import pytest
 from napari_dip._layer_data import (
     contrast_limits_for,
     fill_mask,
+    mask_score,
+    new_mask_name,
     result_layer_data,
     result_name,
     result_placement,
@@ -226,3 +228,28 @@ def test_volume_keeps_the_depth_and_puts_channels_first():
         select_volume(np.zeros((4, 5, 6)), rgb=False, channel_axis=0)
     with pytest.raises(ValueError, match="mask is empty"):
         volume_mask(np.zeros((5, 6)), image_shape=data.shape, rgb=False, selection=selection)
+
+
+def test_new_mask_name_numbers_taken_names():
+    assert new_mask_name("cells", ["cells"]) == "cells mask"
+    assert new_mask_name("cells", ["cells", "cells mask"]) == "cells mask 2"
+    assert new_mask_name("cells", ["cells mask", "cells mask 2"]) == "cells mask 3"
+
+
+def test_mask_score_prefers_the_images_own_mask_and_never_another_images():
+    images = ["damaged camera", "noisy astronaut", "noisy astronaut 2"]
+
+    def score(labels_name, labels_shape, image_name, image_shape=(256, 256), rgb=False):
+        return mask_score(labels_name, labels_shape, image_name, image_shape, rgb=rgb, image_names=images)
+
+    assert score("damaged camera mask", (256, 256), "damaged camera") == (True, True)
+    # Same size, but named after the camera: never the astronaut's.
+    assert score("damaged camera mask", (256, 256), "noisy astronaut", (256, 256, 3), rgb=True) is None
+    assert score("holes", (256, 256), "noisy astronaut", (256, 256, 3), rgb=True) == (False, True)
+    assert score("holes", (16, 16), "noisy astronaut", (256, 256, 3), rgb=True) == (False, False)
+    # The longest image name a mask's name starts with is its image.
+    assert score("noisy astronaut 2 mask", (256, 256), "noisy astronaut") is None
+    assert score("noisy astronaut 2 mask", (256, 256), "noisy astronaut 2") == (True, True)
+    # A stack's mask: its spatial shape, or one per plane.
+    assert score("stack mask", (4, 32, 32), "stack", (4, 32, 32)) == (False, True)
+    assert score("stack mask", (32, 32), "stack", (4, 32, 32)) == (False, True)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from napari_dip._run import RestorationFailed, describe_error, drive, ends_a_plane
+from napari_dip._run import Kept, RestorationFailed, describe_error, drive, ends_a_plane
 from napari_dip._widget_settings import SETTINGS_ENV, load_settings, save_settings
 from napari_dip.core import Progress, restore_iter
 from napari_dip.core.stacks import PlaneProgress
@@ -70,6 +70,32 @@ def test_drive_cancels_before_the_next_step_and_closes_the_run():
     with pytest.raises(StopIteration) as done:
         next(run)
     assert done.value.value is None and closed == [True]
+
+
+def test_drive_keeps_the_first_preview_once_asked():
+    keep = threading.Event()
+    closed: list[bool] = []
+    run = drive(fake_run(10**9, previews_at=(7,), closed=closed), threading.Event(), report_seconds=0, keep=keep)
+    assert next(run).iteration == 1
+    keep.set()  # the core, asked by preview_now, would preview at the next step; this one at 7
+    with pytest.raises(StopIteration) as done:
+        while True:
+            next(run)
+    assert isinstance(done.value.value, Kept) and done.value.value.event.iteration == 7 and closed == [True]
+
+
+def test_drive_over_the_core_keeps_the_average_at_the_next_step():
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    keep = threading.Event()
+    core = restore_iter(image, iterations=10**6, channels=8, scales=2, threads=1, preview_seconds=None,
+                        preview_now=keep.is_set)
+    run = drive(core, threading.Event(), report_seconds=0, keep=keep)
+    assert next(run).preview is None
+    keep.set()
+    with pytest.raises(StopIteration) as done:
+        next(run)
+    kept = done.value.value
+    assert kept.event.iteration == 2 and kept.event.preview.shape == (32, 32)
 
 
 def test_drive_turns_errors_into_one_sentence():
