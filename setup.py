@@ -28,6 +28,7 @@ setup(
             "pytest>=7",
             "pytest-qt>=4",
             "pytest-xvfb>=3",
+            "hypothesis",
             "napari>=0.5",
             "qtpy>=2",
             "magicgui>=0.8",

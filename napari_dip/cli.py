@@ -14,11 +14,14 @@ import argparse
 import importlib.util
 import re
 import sys
+from contextlib import redirect_stderr
+from io import StringIO
 from pathlib import Path
 
 from . import io
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,11 +76,12 @@ _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "
 
 
 def _bytes(text: str) -> int:
-    """``3GB``, ``512MiB`` or a plain number of bytes."""
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]i?)?b?\s*", text.lower())
-    if match is None:
+    """``3GB``, ``1.5GiB``, ``512MiB`` or a plain number of bytes."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]i?)?b?\s*", text.lower())
+    size = int(float(match.group(1)) * _UNITS[match.group(2) or ""]) if match else 0
+    if size < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 3GB, 512MiB or 3000000000")
-    return int(float(match.group(1)) * _UNITS[match.group(2) or ""])
+    return size
 
 
 def _fail(message: str) -> int:
@@ -86,31 +90,50 @@ def _fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    usage_error = StringIO()
+    try:
+        with redirect_stderr(usage_error):
+            args = _parser().parse_args(argv)
+    except SystemExit:
+        # argparse prints the usage, then the error: keep the error, one line like every other.
+        lines = usage_error.getvalue().strip().splitlines()
+        if lines:
+            print(lines[-1], file=sys.stderr)
+        raise
     try:
         return _restore(args) if args.command == "restore" else _batch(args)
     except (ValueError, FileNotFoundError, OSError) as error:
         return _fail(str(error))
+    except KeyboardInterrupt:
+        print("napari-dip: interrupted; no output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from .core import consume, restore_iter
+    from .batch import write_atomically
 
     io.check_format(args.output)
     if args.volume:
         _check_volume_files(args)
     if args.input is not None:
-        if args.output.resolve() == args.input.resolve():
-            raise ValueError(f"the output {args.output} is the input file; choose another name")
         image, mask = io.read_image(args.input), None
+        if not args.volume:
+            io.check_plane(image, args.input)
     else:
         image, mask = io.sample_input(args.sample, args.task, size=args.size, noise=args.noise, scale=args.scale)
+    # Every output is checked before any work: it must be writable, hold the result, and be no file read.
+    reads = {"input": args.input, "mask": args.mask, "PSF": args.psf}
+    io.check_output(args.output, image, scale=(args.scale or 1) if args.task == "sr" else 1, reads=reads)
     if args.mask is not None:
         mask = _read_volume_mask(args.mask, image) if args.volume else _read_mask(args.mask)
     psf = io.read_psf(args.psf) if args.psf is not None else None
     if args.sample is not None:
         # Keep the degraded sample beside the result, so the two can be compared.
-        io.write_image(args.output.with_name(args.output.stem + "_input" + args.output.suffix), image)
+        sample_copy = args.output.with_name(args.output.stem + "_input" + args.output.suffix)
+        io.check_output(sample_copy, image, reads=reads)
+        write_atomically(sample_copy, image)
+
+    from .core import consume, restore_iter
 
     run = restore_iter(
         image, args.task, mask=mask, scale=args.scale, psf=psf, preset=args.preset,
@@ -118,7 +141,7 @@ def _restore(args: argparse.Namespace) -> int:
         preview_seconds=None, volume=args.volume,
     )
     result = consume(run, progress=not args.quiet)
-    io.write_image(args.output, result.image)
+    write_atomically(args.output, result.image)
     shape = result.image.shape
     # Width × height for an image; depth × height × width for a volume, as its axes are stored.
     size = "×".join(str(n) for n in shape[:3]) if args.volume else f"{shape[1]}×{shape[0]}"
@@ -130,8 +153,11 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _read_mask(path: Path):
+    """Nonzero colour = fill; the alpha channel of an RGBA mask is ignored."""
     mask = io.read_image(path)
-    return mask.max(axis=-1) if mask.ndim == 3 else mask
+    if mask.ndim == 3:
+        return mask[..., :3].max(axis=-1)
+    return mask
 
 
 def _check_volume_files(args: argparse.Namespace) -> None:

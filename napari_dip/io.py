@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["check_format", "read_image", "write_image", "read_psf", "SAMPLES", "sample_image", "sample_input"]
+__all__ = [
+    "check_format", "check_output", "check_plane", "read_image", "write_image", "read_psf", "max_pixels",
+    "MAX_PIXELS_ENV", "SAMPLES", "sample_image", "sample_input",
+]
 
 _TIFF = {".tif", ".tiff"}
 _PIL = {".png", ".jpg", ".jpeg", ".bmp"}
+_JPEG = {".jpg", ".jpeg"}
+_JPEG_MAX_SIDE = 65500
+
+MAX_PIXELS_ENV = "NAPARI_DIP_MAX_PIXELS"
+# Pillow's own decompression-bomb limit (2 × Image.MAX_IMAGE_PIXELS), for every format alike.
+_DEFAULT_MAX_PIXELS = 178_956_970
 
 # Crops around the interesting part of each bundled image, (rows, cols) at full size.
 SAMPLES = {
@@ -29,7 +43,33 @@ def check_format(path: str | Path) -> str:
     return suffix
 
 
+def max_pixels() -> int:
+    """The most pixels an image file may hold: ``NAPARI_DIP_MAX_PIXELS``, else 178,956,970."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return _DEFAULT_MAX_PIXELS
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(f"{MAX_PIXELS_ENV}={text!r} is not a pixel count; set it to a positive whole number")
+    return limit
+
+
+def _check_pixels(path: Path, pixels: int | None, shape: tuple[int, ...] | None = None) -> None:
+    """Refuse ``pixels`` above the limit; None: more than that, known from Pillow's refusal."""
+    limit = max_pixels()
+    if pixels is None or pixels > limit:
+        held = "more pixels than" if pixels is None else f"{pixels:,} pixels (shape {shape}), more than"
+        raise ValueError(
+            f"{path} holds {held} the limit of {limit:,}; "
+            f"set the environment variable {MAX_PIXELS_ENV} to a larger number to read it anyway"
+        )
+
+
 def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file, refusing (before reading pixel data) one above :func:`max_pixels`."""
     path = Path(path)
     suffix = check_format(path)
     if not path.is_file():
@@ -37,13 +77,65 @@ def read_image(path: str | Path) -> np.ndarray:
     if suffix in _TIFF:
         import tifffile
 
-        return tifffile.imread(path)
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series[0]
+            pixels = math.prod(n for n, axis in zip(series.shape, series.axes, strict=True) if axis != "S")
+            _check_pixels(path, pixels, tuple(series.shape))
+            return series.asarray()
     from PIL import Image
 
-    with Image.open(path) as image:
+    limit = max_pixels()
+    # Pillow warns above its limit and refuses twice that while opening a file: raise its limit
+    # to ours (never lower it), and answer a refusal as for any image above ours.
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, limit // 2 + 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError:
+            _check_pixels(path, None)
+    with image:
+        _check_pixels(path, image.width * image.height, (image.height, image.width))
         if image.mode in ("P", "CMYK", "LA", "PA", "YCbCr"):
             image = image.convert("RGBA" if "A" in image.mode else "RGB")
         return np.asarray(image)
+
+
+def check_plane(image: np.ndarray, path: str | Path) -> None:
+    """Refuse a file holding a stack where one 2D image (gray or RGB(A)) is restored."""
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4)):
+        return
+    raise ValueError(
+        f"{path} holds a stack of shape {image.shape}, not one 2D image; restore it whole with --volume "
+        "or plane by plane with napari-dip batch"
+    )
+
+
+def _check_pil(path: Path, shape: tuple[int, ...], dtype: np.dtype, low: float, high: float) -> None:
+    """Refuse a result of this shape, dtype and value range that PNG, JPEG or BMP cannot hold."""
+    suffix = path.suffix.lower()
+    name = "JPEG" if suffix in _JPEG else suffix[1:].upper()
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (3, 4))):
+        raise ValueError(f"{name} holds gray, RGB or RGBA images, not shape {shape}; write {path.stem}.tif")
+    if suffix in _JPEG and len(shape) == 3 and shape[-1] == 4:
+        raise ValueError(f"JPEG cannot hold the alpha channel of an RGBA image; write {path.stem}.png or .tif")
+    if suffix in _JPEG and max(shape[:2]) > _JPEG_MAX_SIDE:
+        raise ValueError(
+            f"JPEG holds at most {_JPEG_MAX_SIDE} pixels a side, not {shape[1]}×{shape[0]}; "
+            f"write {path.stem}.png or .tif"
+        )
+    if dtype == np.uint8 or (dtype == np.uint16 and suffix == ".png" and len(shape) == 2):
+        return
+    if dtype == np.uint16:
+        what = "16-bit grayscale only" if suffix == ".png" else "8-bit images only"
+        raise ValueError(f"{name} holds {what}; write {path.stem}.tif for a 16-bit image of shape {shape}")
+    if np.issubdtype(dtype, np.floating):
+        if not 0 <= low <= high <= 1:
+            raise ValueError(
+                f"{name} cannot hold float values in [{low:g}, {high:g}]; write {path.stem}.tif to keep them"
+            )
+        return
+    raise ValueError(f"{name} cannot hold a {dtype} image; write {path.stem}.tif instead")
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
@@ -60,16 +152,69 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
         return
     from PIL import Image
 
-    if image.dtype != np.uint8 and not (suffix == ".png" and image.dtype == np.uint16 and image.ndim == 2):
-        if np.issubdtype(image.dtype, np.floating) and image.min() >= 0 and image.max() <= 1:
-            image = np.rint(image * 255).astype(np.uint8)
-        else:
-            raise ValueError(f"{suffix} cannot hold a {image.dtype} image of this range; write a .tif instead")
+    _check_pil(path, image.shape, image.dtype, float(image.min()), float(image.max()))
+    if np.issubdtype(image.dtype, np.floating):
+        image = np.rint(image * 255).astype(np.uint8)
     Image.fromarray(image).save(path)
 
 
-def read_psf(path: str | Path) -> np.ndarray:
+def _same_file(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and os.path.samefile(a, b)
+
+
+def check_output(
+    path: str | Path, like: np.ndarray, *, scale: int = 1, reads: Mapping[str, str | Path | None] | None = None
+) -> None:
+    """Refuse, before any work, an output that could not be written or would replace an input.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output file.
+    like : ndarray
+        An array with the result's dtype, channels and value range (the input: restoration keeps
+        them); its height and width are multiplied by ``scale``.
+    scale : int
+        The super-resolution factor.
+    reads : mapping
+        What each file the command reads is ("input", "mask", ...) to its path (``None`` entries
+        are skipped); none of them may be ``path``, also not through a hard or symbolic link.
+
+    Raises
+    ------
+    ValueError
+        Naming the path and the fix.
+    """
     path = Path(path)
+    suffix = check_format(path)
+    for what, source in (reads or {}).items():
+        if source is not None and _same_file(path, Path(source)):
+            raise ValueError(f"the output {path} is the {what} file {source}; choose another output name")
+    if path.is_dir():
+        raise ValueError(f"the output {path} is a folder; give a file name, e.g. {path / ('restored' + suffix)}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {path}: {folder} is a file, not a folder; choose another output folder")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        raise ValueError(f"cannot write {path}: the folder {folder} is not writable; choose another folder") from None
+    if suffix in _PIL:
+        like = np.asarray(like)
+        shape = (like.shape[0] * scale, like.shape[1] * scale, *like.shape[2:]) if like.ndim >= 2 else like.shape
+        _check_pil(path, shape, like.dtype, float(like.min()), float(like.max()))
+
+
+def read_psf(path: str | Path) -> np.ndarray:
+    """A PSF from a .npy array or an image file (colour channels averaged)."""
+    path = Path(path)
+    if path.suffix.lower() not in {".npy"} | _TIFF | _PIL:
+        raise ValueError(
+            f"unsupported PSF file type {path.suffix!r} for {path}: save the PSF as a .npy array "
+            "(numpy.save) or as a PNG, JPEG or TIFF image"
+        )
     if path.suffix.lower() == ".npy":
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
@@ -84,6 +229,8 @@ def sample_image(name: str, size: int | None = None) -> np.ndarray:
 
     if name not in SAMPLES:
         raise ValueError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
+    if size is not None and size < 1:
+        raise ValueError(f"the sample size must be a positive number of pixels, got {size}")
     image = getattr(data, name)()[SAMPLES[name]]
     if size is not None:
         image = image[:size, :size]
@@ -98,6 +245,8 @@ def sample_input(
 
     Returns the observation and, for inpainting, the mask of pixels to fill.
     """
+    if noise is not None and not (math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"the sample noise σ must be a number ≥ 0 (0-255 scale; 0 adds none), got {noise}")
     clean = sample_image(name, size)
     rng = np.random.default_rng(seed)
     mask = None

@@ -77,7 +77,9 @@ class Intensity:
         else:
             flat = chw.reshape(channels, -1).astype(np.float64)
             low, high = flat.min(axis=1), flat.max(axis=1)
-            high = np.where(high > low, high, low + 1)
+            # A constant channel gets a span that is not lost in low's rounding (low + 1 == low
+            # beyond 2**53).
+            high = np.where(high > low, high, low + np.maximum(1.0, np.spacing(np.abs(low))))
         shape = (channels,) + (1,) * (chw.ndim - 1)
         return cls(low.reshape(shape), high.reshape(shape), chw.dtype)
 
@@ -86,13 +88,25 @@ class Intensity:
         return np.clip(unit, 0.0, 1.0).astype(np.float32)
 
     def from_unit(self, unit: np.ndarray) -> np.ndarray:
-        values = self.low + np.asarray(unit, dtype=np.float64) * (self.high - self.low)
-        if np.issubdtype(self.dtype, np.integer) or self.dtype == bool:
-            info = np.iinfo(self.dtype) if self.dtype != bool else None
-            values = np.rint(values)
-            if info is not None:
-                values = np.clip(values, info.min, info.max)
-        return values.astype(self.dtype)
+        """Back to stored values; 0 and 1 give ``low`` and ``high`` exactly.
+
+        Integers round to the nearest value and clip to the dtype's range; its full-scale ends
+        come back exact even for 64-bit types, whose maximum is not a float64.
+        """
+        unit = np.asarray(unit, dtype=np.float64)
+        values = self.low * (1.0 - unit) + self.high * unit
+        if self.dtype == bool:
+            return np.rint(values).astype(bool)
+        if not np.issubdtype(self.dtype, np.integer):
+            return values.astype(self.dtype)
+        info = np.iinfo(self.dtype)
+        values = np.rint(values)
+        top = float(info.max)  # 2**63 (2**64) for int64 (uint64): one past the maximum
+        full_scale = values >= top
+        below_top = np.nextafter(top, 0.0) if int(top) > info.max else top
+        stored = np.clip(values, info.min, below_top).astype(self.dtype)
+        stored[full_scale] = info.max
+        return stored
 
 
 def pad_to_multiple(
