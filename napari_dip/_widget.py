@@ -504,7 +504,7 @@ class RestorationWidget(QWidget):
     def _lay_out(self) -> None:
         form = QFormLayout()
         form.addRow("Image", self.image_picker)
-        form.addRow("", self.plane_note)
+        self._plane_note_row = _add_row(form, "", self.plane_note)
         self._channel_row = _add_row(form, "Channels", self.channel_picker)
         self._planes_row = _add_row(form, "Planes", self.planes_picker)
         self._warm_start_row = _add_row(form, "Warm start", self.warm_start)
@@ -647,7 +647,7 @@ class RestorationWidget(QWidget):
         _set_row_visible(self._planes_row, bool(plane_axes))
         _set_row_visible(self._warm_start_row, self._all_planes())
         if not plane_axes:
-            self.plane_note.setVisible(False)
+            _set_row_visible(self._plane_note_row, False)
             return
         if self._all_planes():
             count = math.prod(layer.data.shape[axis] for axis in plane_axes)
@@ -666,7 +666,7 @@ class RestorationWidget(QWidget):
             position = ", ".join(f"axis {axis} = {step[axis]}" for axis in plane_axes)
             text = f"{layer.ndim}D image: restores the displayed plane ({position})."
         self.plane_note.setText(text)
-        self.plane_note.setVisible(True)
+        _set_row_visible(self._plane_note_row, True)
 
     def _planes_choice(self) -> bool | str:
         """The Planes choice (False: current plane, True: all planes, "volume"), if the image
