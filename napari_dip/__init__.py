@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_CORE_NAMES = {"restore", "restore_iter", "Restoration", "Progress", "Settings", "TASKS", "PRESETS"}
+_CORE_NAMES = {"restore", "restore_iter", "Restoration", "RestoreOptions", "Progress", "Settings", "TASKS", "PRESETS"}
 
 __all__ = sorted(_CORE_NAMES)
 

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from . import io
+from .core.options import RestoreOptions
 from .stack_io import STACK_SUFFIXES, open_stack
 
 __all__ = [
     "BatchItem",
     "BatchStack",
     "BatchPlan",
-    "BatchOptions",
     "BatchReport",
     "plan_batch",
     "restore_item",
@@ -82,38 +82,6 @@ class BatchStack:
 class BatchPlan:
     items: list[BatchItem]
     stacks: list[BatchStack]
-
-
-@dataclass(frozen=True)
-class BatchOptions:
-    """How every item is restored: the arguments of :func:`~napari_dip.core.api.restore`,
-    the tiling limits, and ``advanced`` Settings fields."""
-
-    task: str = "denoise"
-    preset: str = "default"
-    iterations: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    scale: int | None = None
-    mask: np.ndarray | None = None
-    psf: np.ndarray | None = None
-    tile_size: int | None = None
-    memory_limit: int | None = None
-    advanced: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # Fail now, once, rather than once per item on the workers.
-        from .core.api import _check_task_inputs, resolve_settings
-        from .core.presets import TASKS
-
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        _check_task_inputs(self.task, self.mask, self.scale, self.psf)
-        resolve_settings(self.task, self.preset, self.scale, self.iterations, **self.advanced)
-        # Only the name: a device missing here (a GPU on the workers only) may well be there.
-        if str(self.device).split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
-            raise ValueError(f"unknown device {self.device!r}; choose auto, cpu, cuda or mps")
 
 
 @dataclass
@@ -262,28 +230,22 @@ def _sync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def restore_item(item: BatchItem, options: BatchOptions) -> Path:
+def restore_item(item: BatchItem, options: RestoreOptions) -> Path:
     """Restore one item and write its output atomically (what each batch task runs).
 
     Parameters
     ----------
     item : BatchItem
-    options : BatchOptions
+    options : RestoreOptions
 
     Returns
     -------
     Path
         The output written.
     """
-    from .core import consume
-    from .core.tiling import restore_tiled_iter
+    from .core import consume, restore_iter
 
-    run = restore_tiled_iter(
-        _read(item), options.task, mask=options.mask, scale=options.scale, psf=options.psf,
-        preset=options.preset, iterations=options.iterations, seed=options.seed, device=options.device,
-        threads=options.threads, preview_seconds=None, tile_size=options.tile_size,
-        memory_limit=options.memory_limit, **options.advanced,
-    )
+    run = restore_iter(_read(item), options=replace(options, preview_seconds=None))
     write_atomically(item.output, consume(run).image)
     return item.output
 
@@ -302,14 +264,14 @@ def _error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def run_batch(plan: BatchPlan, options: BatchOptions, *, client: Any = None, progress: bool = True) -> BatchReport:
+def run_batch(plan: BatchPlan, options: RestoreOptions, *, client: Any = None, progress: bool = True) -> BatchReport:
     """Restore every item not done yet, then assemble the stacks whose planes are all done.
 
     Parameters
     ----------
     plan : BatchPlan
         From :func:`plan_batch`.
-    options : BatchOptions
+    options : RestoreOptions
     client : dask.distributed.Client, optional
         Run the items as tasks on this client's cluster; ``None`` runs them here, one by one.
     progress : bool
@@ -346,7 +308,7 @@ def run_batch(plan: BatchPlan, options: BatchOptions, *, client: Any = None, pro
 
 
 def _outcomes(
-    items: list[BatchItem], options: BatchOptions, client: Any
+    items: list[BatchItem], options: RestoreOptions, client: Any
 ) -> Iterator[tuple[BatchItem, BaseException | None]]:
     """Each item with its error (``None`` on success), in the order they finish."""
     if client is None:
@@ -431,21 +393,21 @@ def default_workers(device: str = "auto") -> int:
     return _cores() if select_device(device).type == "cpu" else 1
 
 
-def local_options(options: BatchOptions, workers: int) -> BatchOptions:
+def local_options(options: RestoreOptions, workers: int) -> RestoreOptions:
     """Split this machine's cores (and, on CPU, its free memory) between ``workers`` processes.
 
     Parameters
     ----------
-    options : BatchOptions
+    options : RestoreOptions
     workers : int
 
     Returns
     -------
-    BatchOptions
+    RestoreOptions
         ``threads`` and ``memory_limit`` filled in where they were not given.
     """
     from .core.device import select_device
-    from .core.tiling import available_memory
+    from .core.memory import available_memory
 
     threads = options.threads or max(1, _cores() // workers)
     memory_limit = options.memory_limit

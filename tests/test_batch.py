@@ -10,10 +10,11 @@ import tifffile
 from PIL import Image
 
 from napari_dip import batch
-from napari_dip.batch import BatchOptions, plan_batch, run_batch, write_atomically
+from napari_dip.batch import plan_batch, run_batch, write_atomically
 from napari_dip.cli import main
+from napari_dip.core import RestoreOptions
 
-OPTIONS = BatchOptions(iterations=20, threads=1, advanced={"channels": 8, "scales": 2})
+OPTIONS = RestoreOptions(iterations=20, threads=1, advanced={"channels": 8, "scales": 2})
 
 
 def _make_inputs(folder: Path) -> Path:
@@ -75,12 +76,12 @@ def test_plan_refuses_writing_over_inputs_and_clashing_outputs(inputs, tmp_path)
 
 def test_options_are_checked_before_any_item_runs():
     with pytest.raises(ValueError, match="needs a mask"):
-        BatchOptions(task="inpaint")
+        RestoreOptions(task="inpaint")
     with pytest.raises(ValueError, match="unknown setting"):
-        BatchOptions(advanced={"widht": 3})
+        RestoreOptions(advanced={"widht": 3})
     with pytest.raises(ValueError, match="unknown device"):
-        BatchOptions(device="tpu")
-    BatchOptions(device="cuda:1")  # may exist on the workers only
+        RestoreOptions(device="tpu")
+    RestoreOptions(device="cuda:1")  # may exist on the workers only
 
 
 def test_rerun_skips_finished_outputs_and_stacks_are_assembled(inputs, reference, tmp_path):

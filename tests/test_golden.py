@@ -44,7 +44,9 @@ def _cases() -> dict[str, np.ndarray]:
     x = _inputs()
     return {
         "denoise": restore(x["noisy"], **TINY),
-        "inpaint_uint8": restore((x["noisy"] * 255).astype(np.uint8), "inpaint", mask=x["mask"], **TINY),
+        # keep_known=False: the network output everywhere, as before known pixels were kept exactly.
+        "inpaint_uint8": restore((x["noisy"] * 255).astype(np.uint8), "inpaint", mask=x["mask"], keep_known=False,
+                                 **TINY),
         "sr2": restore(x["noisy"], "sr", scale=2, **TINY),
         "deblur": restore(x["noisy"], "deblur", psf=x["psf"], **TINY),
         "jpeg": restore(x["noisy"], "jpeg", **TINY),

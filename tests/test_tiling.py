@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from napari_dip.core import Progress, Restoration, consume, resolve_settings, restore_iter, tiling
+from napari_dip.core.memory import available_memory, fit_bytes_per_pixel
 from napari_dip.core.tiling import (
     auto_tile_size,
     blend_weights,
-    fit_bytes_per_pixel,
     restore_tiled_iter,
     tile_starts,
 )
@@ -32,16 +32,16 @@ def test_tiles_cover_with_overlap_and_weights_sum_to_one(length, tile, overlap):
 def _identity_fit(monkeypatch, fail_above: int | None = None):
     """Replace each tile's fit by one step returning the tile (upsampled by ``scale``)."""
 
-    def fake_restore_iter(image, task="denoise", *, scale=None, channel_axis=None, **_):
+    def fake_fit_array(image, options, layout=None, **_):
         if fail_above is not None and max(image.shape[-2:]) > fail_above:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         result = np.asarray(image, dtype=np.float32)
-        if task == "sr":
-            result = result.repeat(scale, axis=-2).repeat(scale, axis=-1)
+        if options.factor > 1:
+            result = result.repeat(options.factor, axis=-2).repeat(options.factor, axis=-1)
         yield Progress(1, 1, 0.0, 0.0, 0.0)
-        return Restoration(result, task, 1, "iterations", 0.0, resolve_settings(task), 0, "cpu", 1)
+        return Restoration(result, options.task, 1, "iterations", 0.0, options.settings, 0, "cpu", 1)
 
-    monkeypatch.setattr(tiling, "restore_iter", fake_restore_iter)
+    monkeypatch.setattr(tiling, "fit_array", fake_fit_array)
 
 
 def test_blending_reproduces_the_image_exactly_when_tiles_do(monkeypatch):
@@ -155,4 +155,4 @@ def test_automatic_tile_size_follows_the_memory_budget():
     assert auto_tile_size((4096, 4096), settings, factor=4, memory_limit=3 * 2**30) <= side // 4 + 8
     with pytest.raises(ValueError, match="MiB available"):
         auto_tile_size((4096, 4096), settings, memory_limit=2**20)
-    assert tiling.available_memory(torch.device("cpu")) > 0
+    assert available_memory(torch.device("cpu")) > 0

@@ -97,9 +97,9 @@ def test_volume_input_errors_name_the_problem(stack):
 
 
 def test_volume_too_big_for_memory_is_refused_before_fitting(monkeypatch):
-    from napari_dip.core import tiling
+    from napari_dip.core import fitting
 
-    monkeypatch.setattr(tiling, "_default_budget", lambda device: 2**20)
+    monkeypatch.setattr(fitting, "default_budget", lambda device, limit=None: 2**20)
     with pytest.raises(ValueError, match=r"needs about .* GiB to fit whole.*planes one by one"):
         restore(np.zeros((16, 64, 64), np.float32), volume=True, iterations=2, channels=8, scales=2)
 

@@ -1,12 +1,15 @@
-"""The Qt-free Deep Image Prior core: engine, networks, operators, stopping, arrays, device.
+"""The Qt-free Deep Image Prior core: one front door (options, planner), the engine, networks,
+operators, stopping, layout, memory, arrays and device.
 
 Nothing here imports Qt or napari, so it runs in scripts, tests, the command line and batch
 workers alike.
 """
 
-from .api import VOLUME_TASKS, Restoration, consume, resolve_settings, restore, restore_iter
+from .api import VOLUME_TASKS, consume, plan_run, restore, restore_iter
 from .device import available_devices, select_device
 from .engine import FitResult, Progress, fit
+from .fitting import Restoration
+from .layout import Layout
 from .operators import (
     BlurOperator,
     DownsampleOperator,
@@ -15,12 +18,18 @@ from .operators import (
     IdentityOperator,
     InpaintOperator,
 )
-from .presets import PRESETS, TASKS, Settings, preset_settings
+from .options import RestoreOptions
+from .presets import PRESETS, TASKS, preset_settings, resolve_settings
+from .settings import Settings
+from .tasks import TaskSpec, task_spec, widget_choices
 
 __all__ = [
     "restore",
     "restore_iter",
     "consume",
+    "plan_run",
+    "RestoreOptions",
+    "Layout",
     "resolve_settings",
     "Restoration",
     "Progress",
@@ -31,6 +40,9 @@ __all__ = [
     "TASKS",
     "VOLUME_TASKS",
     "PRESETS",
+    "TaskSpec",
+    "task_spec",
+    "widget_choices",
     "available_devices",
     "select_device",
     "ForwardOperator",

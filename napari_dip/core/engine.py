@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Generator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,7 +34,14 @@ STOP_REASONS = {
 @dataclass
 class Progress:
     """One optimisation step. ``preview``/``output`` (unit-range CHW arrays of the averaged and
-    the raw output) are only filled on preview steps."""
+    the raw output) are only filled on preview steps.
+
+    Through :func:`~napari_dip.core.api.restore_iter` a run cut into tiles or planes yields the
+    same events: ``iteration``/``iterations`` and ``loss`` of the fit under way, ``part`` saying
+    which ("tile 2/9", "plane 3/40"), ``elapsed``, ``eta`` and ``fraction`` over the whole run,
+    and ``preview`` of the whole image. An event with ``message`` is a note (how the image is
+    cut, a retry with smaller tiles).
+    """
 
     iteration: int
     iterations: int
@@ -44,6 +51,16 @@ class Progress:
     preview: np.ndarray | None = None
     output: np.ndarray | None = None
     backtracked: bool = False
+    fraction: float | None = None
+    part: str | None = None
+    message: str | None = None
+
+    @property
+    def done_fraction(self) -> float:
+        """Share of the whole run done: ``fraction`` when the run has parts, else by iterations."""
+        if self.fraction is not None:
+            return self.fraction
+        return self.iteration / self.iterations if self.iterations else 0.0
 
 
 @dataclass
@@ -53,7 +70,6 @@ class FitResult:
     stop_reason: str
     elapsed: float
     best_iteration: int | None = None
-    losses: list[float] = field(default_factory=list)
     backtracks: int = 0
     precision: str = "float32"
     state: dict | None = None
@@ -117,7 +133,7 @@ def fit(
     channels_last = torch.channels_last if dims == 2 else torch.channels_last_3d
     memory_format = channels_last if settings.channels_last else torch.contiguous_format
     net = net.to(device=device, memory_format=memory_format)
-    compile_network = resolve_compile(settings.compile, device, math.prod(out_shape), dims)
+    compile_network = resolve_compile(settings.compile, device, math.prod(out_shape), dims, settings.iterations)
     forward = _compiled(net) if compile_network else net
     operator = operator.to(device)
     observation = observation.to(device=device, dtype=torch.float32)
@@ -144,7 +160,6 @@ def fit(
     held: torch.Tensor | None = None
     checkpoint = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
     checkpoint_loss = math.inf
-    losses: list[float] = []
     backtracks = 0
     last_preview = time.perf_counter()
     stop_reason = "iterations"
@@ -197,7 +212,6 @@ def fit(
                 checkpoint_loss = loss_value
             elif checkpoint_loss == math.inf:
                 checkpoint_loss = loss_value
-        losses.append(loss_value)
 
         if stopper is not None and not backtracked:
             stopper.observe_loss(iteration, loss_value)
@@ -245,7 +259,6 @@ def fit(
         stop_reason=stop_reason,
         elapsed=time.perf_counter() - fit_start,
         best_iteration=(stopper.best_iteration + 1) if stopper is not None and stopper.best_iteration >= 0 else None,
-        losses=losses,
         backtracks=backtracks,
         precision=precision,
         state={k: v.detach().cpu().clone() for k, v in net.state_dict().items()} if keep_state else None,

@@ -1,87 +1,21 @@
-"""Settings for a run, and the presets that fill them in per task.
+"""The presets that fill in a task's :class:`~napari_dip.core.settings.Settings`.
 
 ``paper`` reproduces the official Deep Image Prior notebooks (fixed iteration counts, no automatic
-stopping) and is the reference every speed-up is measured against. ``default`` is what users get.
+stopping) and is the reference every speed-up is measured against; each task's paper settings
+live in its :class:`~napari_dip.core.tasks.TaskSpec`. ``default`` is what users get.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 
-__all__ = ["Settings", "TASKS", "PRESETS", "preset_settings"]
+from .settings import Settings
+from .tasks import TASK_NAMES, task_spec
 
-TASKS = ("denoise", "inpaint", "sr", "deblur", "jpeg")
+__all__ = ["Settings", "TASKS", "PRESETS", "preset_settings", "resolve_settings"]
+
+TASKS = TASK_NAMES
 PRESETS = ("default", "paper")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything that shapes one DIP fit. Field names are the ``**advanced`` keywords."""
-
-    iterations: int = 3000
-    lr: float = 0.01
-    reg_noise_std: float = 1 / 30
-    input_depth: int = 32
-    input_scale: float = 0.1
-    channels: int = 128
-    top_channels: int | None = None  # width of the finest (full-resolution) level, at most channels
-    scales: int = 5
-    skip_channels: int = 4
-    upsample_mode: str = "bilinear"
-    ema: float = 0.99
-    auto_stop: bool = False
-    stop_window: int = 100
-    stop_patience: int = 1000
-    stop_rise: float = 0.3
-    # Denoising: also stop once the smoothed loss falls below this share of the noise variance
-    # estimated from the image (0: off). See napari_dip/core/stopping.py.
-    stop_discrepancy: float = 0.85
-    min_iterations: int = 200
-    precision: str = "float32"  # or "bfloat16", "float16", "auto" (fastest native one)
-    channels_last: bool = False
-    compile: str = "off"  # "on", "off", or "auto" (on for images large enough to repay compiling)
-    backtrack_ratio: float = 10 ** (5 / 10)
-    checkpoint_every: int = 100
-
-    def network_kwargs(self) -> dict:
-        return dict(
-            channels=self.channels,
-            # Never wider than the rest: a user narrowing ``channels`` narrows the top level too.
-            top_channels=min(self.top_channels, self.channels) if self.top_channels else None,
-            scales=self.scales,
-            skip_channels=self.skip_channels,
-            upsample_mode=self.upsample_mode,
-        )
-
-    def updated(self, **changes) -> Settings:
-        unknown = set(changes) - {f.name for f in fields(self)}
-        if unknown:
-            names = ", ".join(sorted(unknown))
-            raise ValueError(f"unknown setting(s) {names}; known: {', '.join(f.name for f in fields(self))}")
-        changes = {k: v for k, v in changes.items() if v is not None}
-        return replace(self, **changes)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-_PAPER_DENOISE = Settings(iterations=3000, lr=0.01, reg_noise_std=1 / 30)
-
-# Official notebooks: denoising.ipynb, inpainting.ipynb (the "kate"/"peppers" setup, used for
-# pixel-drop and text masks), super-resolution.ipynb (×4 and ×8). The paper gives no ×2 or
-# deblurring setup; they use the nearest official one.
-_PAPER: dict[tuple[str, int], Settings] = {
-    ("denoise", 1): _PAPER_DENOISE,
-    ("jpeg", 1): replace(_PAPER_DENOISE, iterations=2400),
-    ("deblur", 1): _PAPER_DENOISE,
-    ("inpaint", 1): Settings(
-        iterations=6001, lr=0.01, reg_noise_std=0.03, skip_channels=128, upsample_mode="nearest"
-    ),
-    ("sr", 2): Settings(iterations=2000, lr=0.01, reg_noise_std=0.03),
-    ("sr", 4): Settings(iterations=2000, lr=0.01, reg_noise_std=0.03),
-    ("sr", 8): Settings(iterations=4000, lr=0.01, reg_noise_std=0.05),
-}
-
 
 # Iteration caps of the default preset where they differ from the paper's: on every denoising
 # curve we measured with the default network (benchmarks/autostop.py and the 256² astronaut),
@@ -97,8 +31,8 @@ _DEFAULT_PRECISION = {"inpaint": "float32"}
 
 def _default_from_paper(task: str, paper: Settings) -> Settings:
     """The paper's optimisation on a network half as wide (a quarter as wide at full resolution),
-    in the device's fastest precision (float32 for inpainting), compiled, and stopped
-    automatically (benchmarks/bench.py and docs/benchmarks.md measure each of these)."""
+    in the device's fastest precision (float32 for inpainting), compiled where it pays, and
+    stopped automatically (benchmarks/bench.py and docs/benchmarks.md measure each of these)."""
     return replace(
         paper,
         iterations=_DEFAULT_CAPS.get(task, paper.iterations),
@@ -114,15 +48,23 @@ def _default_from_paper(task: str, paper: Settings) -> Settings:
     )
 
 
-def preset_settings(task: str, preset: str = "default", scale: int = 1) -> Settings:
+def preset_settings(task: str, preset: str = "default", scale: int | None = 1) -> Settings:
     """The settings a preset uses for a task (``scale`` only matters for ``"sr"``)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    spec = task_spec(task)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    key = (task, scale if task == "sr" else 1)
-    if key not in _PAPER:
-        # Scales beyond the paper's use the largest one's settings.
-        key = ("sr", 8)
-    paper = _PAPER[key]
+    paper = spec.paper_settings(scale)
     return paper if preset == "paper" else _default_from_paper(task, paper)
+
+
+def resolve_settings(
+    task: str, preset: str = "default", scale: int | None = None, iterations: int | None = None, **advanced
+) -> Settings:
+    """A preset's settings with the user's changes: a fixed ``iterations`` turns automatic
+    stopping off unless ``auto_stop=True`` is also given."""
+    settings = preset_settings(task, preset, scale or 1)
+    if iterations is not None:
+        # A user who fixes the count wants that count: no automatic stop unless asked for.
+        advanced.setdefault("auto_stop", False)
+        advanced["iterations"] = iterations
+    return settings.updated(**advanced)

@@ -16,39 +16,35 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field, replace
 from itertools import product
 from typing import Any
 
 import numpy as np
 import torch
 
-from .api import resolve_settings, restore_iter
-from .arrays import Intensity, from_channels_first, to_channels_first
+from .arrays import Intensity, from_channels_first
 from .device import select_device
 from .engine import Progress
-from .presets import Settings
+from .fitting import check_image, fit_array, relay
+from .layout import Layout
+from .memory import default_budget, fit_bytes_per_pixel
+from .options import RestoreOptions
 from .progress import overall_progress
+from .settings import Settings
 
 __all__ = [
     "TileProgress",
     "TiledRestoration",
     "restore_tiled_iter",
     "auto_tile_size",
-    "fit_bytes_per_pixel",
-    "available_memory",
     "tile_starts",
     "blend_weights",
     "DEFAULT_OVERLAP",
 ]
 
 DEFAULT_OVERLAP = 64
-# Share of the free memory a fit may take: the CPU's is shared with everything else running,
-# a GPU's mostly belongs to us.
-_CPU_SHARE = 0.5
-_CUDA_SHARE = 0.8
-_UNKNOWN_MEMORY = 4 * 2**30
 
 
 @dataclass
@@ -63,6 +59,7 @@ class TileProgress:
     eta: float | None
     step: Progress | None = None
     message: str | None = None
+    preview: np.ndarray | None = None  # the whole image, on the tile's preview steps
 
 
 @dataclass
@@ -101,66 +98,6 @@ class TiledRestoration:
         }
 
 
-def available_memory(device: torch.device) -> int:
-    """Bytes free for a fit on ``device``: CUDA's free memory, else the system's available RAM.
-
-    Parameters
-    ----------
-    device : torch.device
-
-    Returns
-    -------
-    int
-        Bytes; 4 GiB when the system does not say.
-    """
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        import psutil
-    except ImportError:
-        return _meminfo_available()
-    return int(psutil.virtual_memory().available)
-
-
-def _meminfo_available() -> int:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return _UNKNOWN_MEMORY
-
-
-def fit_bytes_per_pixel(settings: Settings, channels: int) -> int:
-    """Estimated peak memory of one fit, in bytes per pixel of the network's output.
-
-    The skip network keeps about 14 activations per channel and 7 per skip channel for the
-    backward pass (9 and 5 at each level's resolution and the next coarser one, summed over the
-    pyramid), and the input code three times (code, noise, their sum). Automatic stopping keeps
-    the last ``stop_window`` outputs in float64. The extra KiB covers the rest (gradients in
-    flight, allocator slack): calibrated against peak RSS on CPU in float32, where it is 10-20 %
-    above the measurement for 128 channels and 8 % below it for 32; in bfloat16 it is about twice
-    the measurement (benchmarks/big_image.py). The budget is a share of the free memory, which
-    leaves room for the difference.
-
-    Parameters
-    ----------
-    settings : Settings
-        The fit's settings.
-    channels : int
-        Channels of the image (1 for grayscale, 3 for RGB).
-
-    Returns
-    -------
-    int
-    """
-    floats = 14 * settings.channels + 7 * settings.skip_channels + 3 * settings.input_depth
-    stopper = 8 * settings.stop_window * channels if settings.auto_stop else 0
-    return 4 * floats + stopper + 1024
-
-
 def auto_tile_size(
     spatial: tuple[int, int],
     settings: Settings,
@@ -196,7 +133,7 @@ def auto_tile_size(
     ValueError
         If not even a tile of twice the network's size multiple fits.
     """
-    budget = memory_limit if memory_limit is not None else _default_budget(select_device(device))
+    budget = default_budget(select_device(device), memory_limit)
     per_input_pixel = fit_bytes_per_pixel(settings, channels) * factor * factor
     if spatial[0] * spatial[1] * per_input_pixel <= budget:
         return None
@@ -210,11 +147,6 @@ def auto_tile_size(
             "free memory or use a smaller network (channels)"
         )
     return side // multiple * multiple
-
-
-def _default_budget(device: torch.device) -> int:
-    share = _CUDA_SHARE if device.type == "cuda" else _CPU_SHARE
-    return int(available_memory(device) * share)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -278,45 +210,7 @@ def blend_weights(starts: list[int], size: int, length: int) -> list[np.ndarray]
     ]
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Where the channels and the two spatial axes of an image are."""
-
-    ndim: int
-    channel_axis: int | None
-    spatial: tuple[int, int]
-    channels: int
-
-    @classmethod
-    def of(cls, shape: tuple[int, ...], channel_axis: int | None) -> _Layout:
-        ndim = len(shape)
-        if channel_axis is None and ndim == 3 and shape[-1] in (3, 4):
-            channel_axis = -1
-        if channel_axis is None:
-            if ndim != 2:
-                raise ValueError(
-                    f"an image of shape {shape} needs channel_axis: tiles are cut from 2D planes, "
-                    "with or without one channel axis"
-                )
-            return cls(2, None, (shape[0], shape[1]), 1)
-        if ndim != 3:
-            raise ValueError(
-                f"an image of shape {shape} with channel_axis={channel_axis} must have 3 "
-                "dimensions (height, width and channels)"
-            )
-        axis = channel_axis % 3
-        spatial = tuple(size for dim, size in enumerate(shape) if dim != axis)
-        return cls(3, axis, (spatial[0], spatial[1]), shape[axis])
-
-    def read(self, image: Any, window: tuple[slice, slice]) -> np.ndarray:
-        """The window of ``image`` as a (C, h, w) array, reading only that window."""
-        index = list(window)
-        if self.channel_axis is not None:
-            index.insert(self.channel_axis, slice(None))
-        return to_channels_first(np.asarray(image[tuple(index)]), self.channel_axis)
-
-
-def _tile_intensity(image: Any, layout: _Layout, windows: list[tuple[slice, slice]]) -> Intensity:
+def _tile_intensity(image: Any, layout: Layout, windows: list[tuple[slice, slice]]) -> Intensity:
     """One intensity mapping for all tiles (per-tile stretching would show at the seams).
 
     It depends only on the dtype and each channel's minimum and maximum, so it is computed from
@@ -331,27 +225,26 @@ def _tile_intensity(image: Any, layout: _Layout, windows: list[tuple[slice, slic
     return Intensity.of(extremes[:, None, :])
 
 
+def plan_tile_size(layout: Layout, options: RestoreOptions) -> int | None:
+    """The tile side a plane of ``layout`` is fitted with (``None``: whole), from the options'
+    ``tile_size`` or the memory budget."""
+    if options.tile_size is not None:
+        if options.tile_size >= max(layout.spatial):
+            return None
+        return options.tile_size
+    return auto_tile_size(layout.spatial, options.settings, layout.channels, options.factor,
+                          select_device(options.device), options.memory_limit)
+
+
 def restore_tiled_iter(
     image: Any,
     task: str = "denoise",
     *,
-    mask: np.ndarray | None = None,
-    scale: int | None = None,
-    psf: np.ndarray | None = None,
-    channel_axis: int | None = None,
-    preset: str = "default",
-    iterations: int | None = None,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-    threads: int | None = None,
-    preview_seconds: float | None = 2.0,
-    preview_iterations: int | None = None,
-    tile_size: int | None = None,
-    overlap: int | None = None,
-    memory_limit: int | None = None,
+    options: RestoreOptions | None = None,
     initial_states: list[dict | None] | None = None,
     keep_state: bool = False,
-    **advanced,
+    preview_now: Callable[[], bool] | None = None,
+    **kwargs,
 ) -> Generator[TileProgress, None, TiledRestoration]:
     """Restore a 2D image of any size tile by tile: yields :class:`TileProgress`, returns a
     :class:`TiledRestoration`.
@@ -361,23 +254,18 @@ def restore_tiled_iter(
     image : array-like
         (H, W), (H, W, 3|4) or channels at ``channel_axis``; a numpy, dask or zarr array (only
         ``image[window]`` is read).
-    task, mask, scale, psf, channel_axis, preset, iterations, seed, device, threads
-        As for :func:`~napari_dip.core.api.restore`; ``mask`` is a whole-image (H, W) array.
-    preview_seconds, preview_iterations
-        Preview schedule of each tile's fit (previews are of the tile).
-    tile_size : int, optional
-        Tile side in input pixels. Default: the largest that fits in memory
-        (:func:`auto_tile_size`); the whole image if it fits.
-    overlap : int, optional
-        Pixels shared by neighbouring tiles, over which they are blended (default 64, at most a
-        quarter of the tile).
-    memory_limit : int, optional
-        Bytes a fit may use when choosing the tile size (default: a share of the free memory).
+    task, **kwargs
+        As for :func:`~napari_dip.core.api.restore` (``mask`` a whole-image (H, W) array,
+        ``tile_size``, ``overlap``, ``memory_limit``, ...), or a ready ``options``.
+    options : RestoreOptions, optional
+        The run's options. ``tile_size`` default: the largest tile that fits in memory
+        (:func:`auto_tile_size`), the whole image if it fits; ``overlap`` default 64, at most a
+        quarter of the tile; previews are of the tile being fitted.
     initial_states, keep_state
         Per-tile network weights to warm-start from, and whether to return them
         (``TiledRestoration.states``), e.g. from the previous plane of a stack.
-    **advanced
-        Fields of :class:`~napari_dip.core.presets.Settings`.
+    preview_now : callable, optional
+        Asked at every step of every tile; a preview (of the whole image) is added when true.
 
     Yields
     ------
@@ -402,39 +290,36 @@ def restore_tiled_iter(
     ((96, 80), 4)
     """
     start = time.perf_counter()
-    dtype = np.dtype(image.dtype)
-    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(dtype, np.complexfloating):
-        raise ValueError(f"the image must hold real numbers, got dtype {dtype}")
-    layout = _Layout.of(tuple(image.shape), channel_axis)
-    settings = resolve_settings(task, preset, scale, iterations, **advanced)
-    if mask is not None and np.shape(mask) != layout.spatial:
+    if options is None:
+        options = RestoreOptions.from_kwargs(task, **kwargs)
+    elif kwargs:
+        raise TypeError(f"give either options or keywords, not both: {', '.join(kwargs)}")
+    check_image(image)
+    layout = Layout.of(tuple(image.shape), options.channel_axis, axes=options.axes)
+    if layout.plane_axes:
         raise ValueError(
-            f"mask shape {np.shape(mask)} does not match the image's spatial shape {layout.spatial}"
+            f"an image of shape {tuple(image.shape)} needs channel_axis: tiles are cut from 2D planes, "
+            "with or without one channel axis (or restore it with restore(), which restores its planes)"
         )
-    torch_device = select_device(device)
-    factor = int(scale) if task == "sr" and scale else 1
-    if tile_size is None:
-        tile_size = auto_tile_size(layout.spatial, settings, layout.channels, factor, torch_device, memory_limit)
-    elif tile_size < min(8, max(layout.spatial)):
-        raise ValueError(f"tile size {tile_size} is too small: use at least 8 pixels")
-    if overlap is not None and not 0 <= 2 * overlap < (tile_size or math.inf):
-        raise ValueError(f"tile overlap {overlap} must be at least 0 and less than half the tile size {tile_size}")
-    fit = dict(
-        task=task, mask=mask, scale=scale, psf=psf, preset=preset, iterations=iterations, seed=seed,
-        device=torch_device, threads=threads, preview_seconds=preview_seconds,
-        preview_iterations=preview_iterations, keep_state=keep_state, **advanced,
-    )
+    if options.mask is not None and np.shape(options.mask) != layout.spatial:
+        raise ValueError(
+            f"mask shape {np.shape(options.mask)} does not match the image's spatial shape {layout.spatial}"
+        )
+    tile_size = plan_tile_size(layout, options)
+    overlap = options.overlap
+    settings = options.settings
     while True:
         try:
             if tile_size is None or (tile_size >= layout.spatial[0] and tile_size >= layout.spatial[1]):
-                return (yield from _restore_whole(image, layout, fit, initial_states, start))
+                return (yield from _restore_whole(image, layout, options, initial_states, keep_state, start,
+                                                  preview_now))
             tile_overlap = min(DEFAULT_OVERLAP, tile_size // 4) if overlap is None else overlap
-            return (
-                yield from _restore_tiles(image, layout, fit, settings, tile_size, tile_overlap, initial_states, start)
-            )
+            return (yield from _restore_tiles(
+                image, layout, options, tile_size, tile_overlap, initial_states, keep_state, start, preview_now
+            ))
         except torch.cuda.OutOfMemoryError:
             failed = tile_size or max(layout.spatial)
-            multiple = max(1, 2**settings.scales // factor)
+            multiple = max(1, 2**settings.scales // options.factor)
             smaller = failed // 2 // multiple * multiple
             if smaller < 2 * multiple:
                 raise
@@ -451,12 +336,13 @@ def restore_tiled_iter(
 
 
 def _restore_whole(
-    image: Any, layout: _Layout, fit: dict, initial_states: list | None, start: float
+    image: Any, layout: Layout, options: RestoreOptions, initial_states: list | None, keep_state: bool, start: float,
+    preview_now: Callable[[], bool] | None,
 ) -> Generator[TileProgress, None, TiledRestoration]:
     window = (slice(0, layout.spatial[0]), slice(0, layout.spatial[1]))
-    run = restore_iter(
-        np.asarray(image), channel_axis=layout.channel_axis,
-        initial_state=initial_states[0] if initial_states else None, **fit,
+    run = fit_array(
+        np.asarray(image), options, layout,
+        initial_state=initial_states[0] if initial_states else None, keep_state=keep_state, preview_now=preview_now,
     )
     restoration = yield from _drive(run, 0, 1, window, [], start)
     return TiledRestoration(
@@ -466,11 +352,11 @@ def _restore_whole(
 
 
 def _restore_tiles(
-    image: Any, layout: _Layout, fit: dict, settings: Settings, tile_size: int, overlap: int,
-    initial_states: list | None, start: float,
+    image: Any, layout: Layout, options: RestoreOptions, tile_size: int, overlap: int,
+    initial_states: list | None, keep_state: bool, start: float, preview_now: Callable[[], bool] | None,
 ) -> Generator[TileProgress, None, TiledRestoration]:
     height, width = layout.spatial
-    factor = int(fit["scale"]) if fit["task"] == "sr" else 1
+    factor = options.factor
     tile_h, tile_w = min(tile_size, height), min(tile_size, width)
     rows, cols = tile_starts(height, tile_size, overlap), tile_starts(width, tile_size, overlap)
     # Weights on the output grid, which is ``factor`` times the input's for super-resolution.
@@ -486,63 +372,99 @@ def _restore_tiles(
     intensity = _tile_intensity(image, layout, windows)
     blended = np.zeros((layout.channels, height * factor, width * factor), dtype=np.float32)
     runs, states, finished = [], [], []
+    tile_layout = Layout.of((layout.channels, tile_h, tile_w), 0)
+    previews = options.preview_seconds is not None or options.preview_iterations is not None or preview_now
+    canvas = _Canvas(image, layout, intensity, factor) if previews else None
     for index, ((row, r), (col, c)) in enumerate(grid):
         window = windows[index]
         unit = intensity.to_unit(layout.read(image, window))
-        tile_fit = dict(fit, **_tile_task(fit, settings, window))
-        run = restore_iter(
-            unit[0] if layout.channels == 1 else unit,
-            channel_axis=None if layout.channels == 1 else 0,
-            initial_state=initial_states[index] if initial_states else None,
-            **tile_fit,
+        run = fit_array(
+            unit, _tile_options(options, window), tile_layout,
+            initial_state=initial_states[index] if initial_states else None, keep_state=keep_state,
+            preview_now=preview_now,
         )
         tile_start = time.perf_counter()
-        restoration = yield from _drive(run, index, len(grid), window, finished, start)
+        restoration = yield from _drive(run, index, len(grid), window, finished, start, canvas)
+        if canvas is not None:
+            canvas.paste(window, restoration.image)
         finished.append(time.perf_counter() - tile_start)
         tile_weight = row_weights[row][:, None] * col_weights[col][None, :]
         out_rows = slice(r * factor, (r + tile_h) * factor)
         out_cols = slice(c * factor, (c + tile_w) * factor)
-        blended[:, out_rows, out_cols] += restoration.image.reshape(layout.channels, *tile_weight.shape) * tile_weight
+        blended[:, out_rows, out_cols] += restoration.image * tile_weight
         runs.append(restoration.metadata())
         states.append(restoration.state)
     restored = from_channels_first(intensity.from_unit(blended), layout.channel_axis)
+    if options.keeps_known:
+        restored = _keep_known(restored, image, options.mask, layout)
     return TiledRestoration(
         image=restored, tile_size=tile_size, overlap=overlap, windows=windows, runs=runs,
         elapsed=time.perf_counter() - start, states=states,
     )
 
 
-def _tile_task(fit: dict, settings: Settings, window: tuple[slice, slice]) -> dict:
-    """The task and mask of one tile: inpainting's mask is cut to the tile.
+def _keep_known(restored: np.ndarray, image: Any, mask: np.ndarray, layout: Layout) -> np.ndarray:
+    """The input's own values wherever the mask does not ask for a fill (blending tiles' exact
+    copies of them sums weights in float32, which may round them off by one level)."""
+    fill = np.asarray(mask) != 0
+    if layout.channel_axis is not None:
+        fill = np.expand_dims(fill, layout.channel_axis)
+    return np.where(fill, restored, np.asarray(image))
+
+
+def _tile_options(options: RestoreOptions, window: tuple[slice, slice]) -> RestoreOptions:
+    """One tile's options: unit-range (C, h, w) data, and inpainting's mask cut to the tile.
 
     A tile without pixels to fill is fitted as an identity problem with the inpainting settings,
-    which is what inpainting with an empty mask would compute (restore_iter refuses an empty
-    mask, rightly so for a whole image).
+    which is what inpainting with an empty mask would compute (the fit refuses an empty mask,
+    rightly so for a whole image).
     """
-    if fit["task"] != "inpaint":
-        return {}
-    tile_mask = np.asarray(fit["mask"][window]) != 0
+    tile = replace(options, channel_axis=0, axes=None, tile_size=None, overlap=None)
+    if not options.spec.needs_mask:
+        return tile
+    tile_mask = np.asarray(options.mask[window]) != 0
     if tile_mask.all():
         raise ValueError(
             f"the tile at rows {window[0].start}-{window[0].stop}, columns {window[1].start}-{window[1].stop} "
             "is entirely masked: nothing is known there; use larger tiles"
         )
     if tile_mask.any():
-        return {"mask": tile_mask}
-    return {"task": "denoise", "mask": None, "preset": "default", "iterations": None, **settings.as_dict()}
+        return replace(tile, mask=tile_mask)
+    settings = options.settings.as_dict()
+    return replace(tile, task="denoise", mask=None, preset="default", iterations=settings.pop("iterations"),
+                   keep_known=None, advanced=settings)
+
+
+class _Canvas:
+    """The whole image as a preview while tiles are fitted: the input (enlarged for
+    super-resolution) where no tile has been fitted yet, finished tiles, and the tile under way."""
+
+    def __init__(self, image: Any, layout: Layout, intensity: Intensity, factor: int) -> None:
+        self._layout, self._intensity, self._factor = layout, intensity, factor
+        chw = layout.to_channels_first(np.asarray(image))
+        self._chw = np.repeat(np.repeat(chw, factor, axis=1), factor, axis=2) if factor > 1 else chw.copy()
+
+    def paste(self, window: tuple[slice, slice], unit_chw: np.ndarray) -> None:
+        f = self._factor
+        rows, cols = window
+        out = (slice(None), slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f))
+        self._chw[out] = self._intensity.from_unit(unit_chw)
+
+    def with_tile(self, window: tuple[slice, slice], unit_chw: np.ndarray) -> np.ndarray:
+        self.paste(window, unit_chw)
+        return from_channels_first(self._chw, self._layout.channel_axis).copy()
 
 
 def _drive(
     run: Generator[Progress, None, Any], tile: int, tiles: int, window: tuple[slice, slice],
-    finished: list[float], start: float,
+    finished: list[float], start: float, canvas: _Canvas | None = None,
 ) -> Generator[TileProgress, None, Any]:
     """Relay one fit's steps as tile events; return its result."""
-    try:
-        while True:
-            step = next(run)
-            fraction, eta = overall_progress(tile, tiles, finished, step.elapsed, step.eta)
-            yield TileProgress(tile, tiles, window, fraction, time.perf_counter() - start, eta, step=step)
-    except StopIteration as done:
-        return done.value
-    finally:
-        run.close()
+
+    def as_tile_event(step: Progress) -> TileProgress:
+        fraction, eta = overall_progress(tile, tiles, finished, step.elapsed, step.eta)
+        preview = canvas.with_tile(window, step.preview) if canvas is not None and step.preview is not None else None
+        return TileProgress(tile, tiles, window, fraction, time.perf_counter() - start, eta, step=step,
+                            preview=preview)
+
+    return (yield from relay(run, as_tile_event))

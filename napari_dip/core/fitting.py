@@ -1,0 +1,241 @@
+"""One fit of one plane or volume, whole: the array is padded, fitted and cropped back.
+
+The planner (:mod:`napari_dip.core.api`) decides whether an image is fitted whole, in tiles or
+plane by plane; every path ends here, with the run's :class:`RestoreOptions`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .arrays import Intensity, check_finite, from_channels_first, pad_to_multiple
+from .device import choose_threads, select_device, torch_threads
+from .engine import STOP_REASONS, Progress, fit
+from .layout import Layout
+from .memory import default_budget, fit_bytes_per_pixel
+from .networks import depth_scales_for
+from .options import RestoreOptions
+from .settings import Settings
+from .stopping import estimate_noise_sigma
+
+__all__ = ["Restoration", "fit_array", "check_image", "spatial_mask", "check_fit_memory"]
+
+
+@dataclass
+class Restoration:
+    """What a finished run returns: the image in the input's dtype and range, and how it ran.
+
+    A tiled image or a stack also lists how each tile's or plane's fit ran in ``parts`` (the
+    metadata of each), and ``plan`` says how the image was cut.
+    """
+
+    image: np.ndarray
+    task: str
+    iterations: int
+    stop_reason: str
+    elapsed: float
+    settings: Settings
+    seed: int
+    device: str
+    threads: int
+    best_iteration: int | None = None
+    backtracks: int = 0
+    precision: str = "float32"
+    state: dict | None = field(default=None, repr=False)
+    plan: str = "one fit"
+    parts: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def stop_message(self) -> str:
+        return STOP_REASONS.get(self.stop_reason, self.stop_reason)
+
+    def metadata(self) -> dict[str, Any]:
+        """Plain values describing the run (for a layer's metadata or a log)."""
+        values = {
+            "task": self.task,
+            "iterations": self.iterations,
+            "stop_reason": self.stop_reason,
+            "best_iteration": self.best_iteration,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "seed": self.seed,
+            "device": self.device,
+            "threads": self.threads,
+            "backtracks": self.backtracks,
+            "precision": self.precision,
+            "settings": self.settings.as_dict(),
+        }
+        if self.parts:
+            values.update(plan=self.plan, parts=self.parts)
+        return values
+
+
+def check_image(image: Any) -> None:
+    """Refuse, with one sentence, what is not an image of real numbers."""
+    dtype = np.dtype(image.dtype)
+    if 0 in tuple(image.shape):
+        raise ValueError(f"the image is empty (shape {tuple(image.shape)})")
+    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(f"the image must hold real numbers, got dtype {dtype}")
+
+
+def spatial_mask(mask: Any, spatial: tuple[int, ...]) -> np.ndarray:
+    """The boolean fill mask (True = fill), checked against the image's spatial shape."""
+    mask = np.asarray(mask)
+    if mask.shape != tuple(spatial):
+        raise ValueError(f"mask shape {mask.shape} does not match the image's spatial shape {tuple(spatial)}")
+    check_finite(mask, "mask")
+    fill = mask != 0
+    if not fill.any():
+        raise ValueError("the mask is empty: mark the pixels to fill (nonzero = fill)")
+    if fill.all():
+        raise ValueError("the mask covers the whole image: leave some pixels known")
+    return fill
+
+
+def check_fit_memory(options: RestoreOptions, channels: int, out_shape: tuple[int, ...], device: torch.device) -> None:
+    """Refuse, with the sizes, a fit that would not fit in memory (before allocating it)."""
+    need = fit_bytes_per_pixel(options.settings, channels) * math.prod(out_shape)
+    budget = default_budget(device, options.memory_limit)
+    if need > budget:
+        what = "a volume of " + "×".join(str(n) for n in out_shape) + " voxels" if len(out_shape) == 3 else (
+            f"an output of {out_shape[1]}×{out_shape[0]} pixels")
+        advice = ("crop it, narrow the network (channels), or restore its planes one by one" if len(out_shape) == 3
+                  else "tile it (tile_size), narrow the network (channels), or crop it")
+        raise ValueError(
+            f"{what} needs about {need / 2**30:.1f} GiB to fit whole, more than the "
+            f"{budget / 2**30:.1f} GiB available: {advice}"
+        )
+
+
+def fit_array(
+    image: np.ndarray,
+    options: RestoreOptions,
+    layout: Layout | None = None,
+    *,
+    initial_state: dict | None = None,
+    keep_state: bool = False,
+    noise_sigma: float | None = None,
+    preview_now: Callable[[], bool] | None = None,
+) -> Generator[Progress, None, Restoration]:
+    """Fit one plane (or, with ``options.volume``, one volume) whole.
+
+    ``layout`` says where its channels are (default: from ``options``). ``noise_sigma`` is the
+    noise level (unit range) for the stopping rule, when known from a larger image than this
+    one (a tile). ``preview_now``, asked at every step, adds a preview when true (a shell that
+    stops the run and keeps the current average sets it). Yields :class:`Progress` (previews in
+    the input's dtype), returns a
+    :class:`Restoration`.
+    """
+    image = np.asarray(image)
+    check_image(image)
+    layout = layout or Layout.of(image.shape, options.channel_axis, axes=options.axes, volume=options.volume)
+    if layout.plane_axes:
+        raise ValueError(f"an image of shape {image.shape} has planes: restore it through restore()")
+    chw = layout.to_channels_first(image)
+    check_finite(chw)
+    spatial = chw.shape[1:]
+    settings = options.settings
+    spec = options.spec
+    factor = options.factor
+    fill = spatial_mask(options.mask, spatial) if spec.needs_mask else None
+    multiple = 2**settings.scales
+    intensity = Intensity.of(chw)
+    unit = intensity.to_unit(chw)
+    # Pad the observation so that the network's output (factor × larger) divides by 2^scales;
+    # padded pixels are excluded from the loss, and the result is cropped back.
+    # The coarsest level needs at least 2×2 pixels (BatchNorm statistics, reflection padding).
+    multiples = [multiple // math.gcd(multiple, factor)] * 2
+    minimums = [-(-2 * multiple // factor)] * 2
+    depth_scales = None
+    if options.volume:
+        depth_scales = depth_scales_for(spatial[0], settings.scales)
+        multiples.insert(0, 2**depth_scales)
+        minimums.insert(0, 2 ** (depth_scales + 1))
+    padded, _ = pad_to_multiple(unit, tuple(multiples), minimum=tuple(minimums))
+    inside = tuple(slice(0, n) for n in spatial)
+    known = np.zeros(padded.shape[1:], dtype=bool)
+    known[inside] = True
+    if fill is not None:
+        known[inside] &= ~fill
+    operator = spec.build(~known, options.scale, options.psf)
+    out_inside = (slice(None),) + tuple(slice(0, n * factor) for n in spatial)
+    out_shape = tuple(n * factor for n in padded.shape[1:])
+    keep = options.keeps_known
+
+    def to_output(unit_chw: np.ndarray) -> np.ndarray:
+        out = intensity.from_unit(unit_chw[out_inside])
+        if keep:
+            # What the user did not paint comes back exactly as it was.
+            out = np.where(fill[None], out, chw)
+        return from_channels_first(out, layout.channel_axis)
+
+    device = select_device(options.device)
+    check_fit_memory(options, chw.shape[0], out_shape, device)
+    threads = choose_threads(math.prod(out_shape), options.threads)
+    if noise_sigma is None and spec.noise_from_image and settings.auto_stop:
+        # Only the stopping rule uses it: not estimated for runs that do not stop by themselves.
+        noise_sigma = estimate_noise_sigma(unit)
+    with torch_threads(threads):
+        run = fit(
+            torch.from_numpy(padded)[None],
+            operator,
+            settings,
+            out_channels=chw.shape[0],
+            out_shape=out_shape,
+            known=torch.from_numpy(known),
+            seed=options.seed,
+            device=device,
+            preview_seconds=options.preview_seconds,
+            preview_iterations=options.preview_iterations,
+            preview_now=preview_now,
+            initial_state=initial_state,
+            keep_state=keep_state,
+            depth_scales=depth_scales,
+            noise_sigma=noise_sigma,
+        )
+        result = yield from relay(run, _with_output_previews(to_output))
+    return Restoration(
+        image=to_output(result.image),
+        task=options.task,
+        iterations=result.iterations,
+        stop_reason=result.stop_reason,
+        elapsed=result.elapsed,
+        settings=settings,
+        seed=options.seed,
+        device=str(device),
+        threads=threads,
+        best_iteration=result.best_iteration,
+        backtracks=result.backtracks,
+        precision=result.precision,
+        state=result.state,
+    )
+
+
+def _with_output_previews(to_output):
+    def convert(event: Progress) -> Progress:
+        if event.preview is not None:
+            event.preview = to_output(event.preview)
+            event.output = to_output(event.output)
+        return event
+
+    return convert
+
+
+def relay(run: Generator, convert=None) -> Generator:
+    """Pass on ``run``'s events (through ``convert``, when given) and return its result; the
+    inner run is closed however this one ends (a cancel is a ``close()`` from the caller)."""
+    try:
+        while True:
+            try:
+                event = next(run)
+            except StopIteration as done:
+                return done.value
+            yield event if convert is None else convert(event)
+    finally:
+        run.close()
