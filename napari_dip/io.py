@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "check_format", "check_output", "check_plane", "read_image", "write_image", "read_psf", "max_pixels",
-    "MAX_PIXELS_ENV", "SAMPLES", "sample_image", "sample_input",
+    "check_format", "check_output", "check_pixels", "check_plane", "read_image", "write_image", "read_psf",
+    "max_pixels", "MAX_PIXELS_ENV", "SAMPLES", "sample_image", "sample_input",
 ]
 
 _TIFF = {".tif", ".tiff"}
@@ -57,11 +57,14 @@ def max_pixels() -> int:
     return limit
 
 
-def _check_pixels(path: Path, pixels: int | None, shape: tuple[int, ...] | None = None) -> None:
-    """Refuse ``pixels`` above the limit; None: more than that, known from Pillow's refusal."""
+def check_pixels(
+    path: str | Path, pixels: int | None, shape: tuple[int, ...] | None = None, *, at_once: str = ""
+) -> None:
+    """Refuse ``pixels`` (read ``at_once``, e.g. " in one piece") above :func:`max_pixels`;
+    None: more than that, known from Pillow's refusal."""
     limit = max_pixels()
     if pixels is None or pixels > limit:
-        held = "more pixels than" if pixels is None else f"{pixels:,} pixels (shape {shape}), more than"
+        held = "more pixels than" if pixels is None else f"{pixels:,} pixels{at_once} (shape {shape}), more than"
         raise ValueError(
             f"{path} holds {held} the limit of {limit:,}; "
             f"set the environment variable {MAX_PIXELS_ENV} to a larger number to read it anyway"
@@ -80,7 +83,7 @@ def read_image(path: str | Path) -> np.ndarray:
         with tifffile.TiffFile(path) as tiff:
             series = tiff.series[0]
             pixels = math.prod(n for n, axis in zip(series.shape, series.axes, strict=True) if axis != "S")
-            _check_pixels(path, pixels, tuple(series.shape))
+            check_pixels(path, pixels, tuple(series.shape))
             return series.asarray()
     from PIL import Image
 
@@ -93,9 +96,9 @@ def read_image(path: str | Path) -> np.ndarray:
         try:
             image = Image.open(path)
         except Image.DecompressionBombError:
-            _check_pixels(path, None)
+            check_pixels(path, None)
     with image:
-        _check_pixels(path, image.width * image.height, (image.height, image.width))
+        check_pixels(path, image.width * image.height, (image.height, image.width))
         if image.mode in ("P", "CMYK", "LA", "PA", "YCbCr"):
             image = image.convert("RGBA" if "A" in image.mode else "RGB")
         return np.asarray(image)

@@ -6,8 +6,11 @@ and ``dask.array.from_zarr`` can wrap them. zarr is an optional dependency (``na
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
+
+from .io import check_pixels
 
 __all__ = ["open_stack", "STACK_SUFFIXES"]
 
@@ -30,7 +33,8 @@ def open_stack(path: str | Path) -> Any:
     Raises
     ------
     ValueError
-        For other file types, or a zarr group without arrays.
+        For other file types, a zarr group without arrays, or chunks (TIFF strips or tiles) so big
+        that reading one would exceed :func:`napari_dip.io.max_pixels`.
     FileNotFoundError
         If ``path`` does not exist.
     """
@@ -56,4 +60,6 @@ def open_stack(path: str | Path) -> Any:
         if not names:
             raise ValueError(f"the zarr group {path} holds no array")
         node = node[names[0]]
+    # The header's word: a TIFF claiming one strip of 100000² pixels would allocate it whole.
+    check_pixels(path, math.prod(node.chunks), tuple(node.chunks), at_once=" in one piece")
     return node

@@ -314,6 +314,19 @@ def test_ctrl_c_exits_130_with_one_line_and_no_output(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["o_input.png"]
 
 
+def test_batch_refuses_a_tiff_bomb_per_item(tmp_path):
+    """Batch reads TIFFs lazily, but one strip claiming 100000² pixels would be read whole."""
+    source = _tiff_claiming(tmp_path / "bomb.tif", 100_000, 100_000)
+    done = _cli(["batch", str(source), "-o", str(tmp_path / "out"), "--workers", "0"], timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"napari-dip: failed: {source}: ValueError: {source} holds 10,000,000,000 pixels in one piece (shape "
+        "(100000, 100000)), more than the limit of 178,956,970; set the environment variable NAPARI_DIP_MAX_PIXELS "
+        "to a larger number to read it anyway"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 def test_pixel_limit_must_be_a_number(tmp_path, monkeypatch):
     monkeypatch.setenv(io.MAX_PIXELS_ENV, "lots")
     with pytest.raises(ValueError, match=r"^NAPARI_DIP_MAX_PIXELS='lots' is not a pixel count; set it to a "
