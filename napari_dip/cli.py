@@ -48,9 +48,6 @@ def _parser() -> argparse.ArgumentParser:
                        help="image files, folders of them, zarr or TIFF stacks (each plane is one task)")
     batch.add_argument("-o", "--outdir", type=Path, required=True, help="folder for the outputs")
     _add_fit_options(batch)
-    batch.add_argument("--tile-size", type=int, help="tile side for big images (default: from free memory)")
-    batch.add_argument("--memory-limit", type=_bytes,
-                       help="memory one fit may use, e.g. 3GB (default: a share of the free memory)")
     where = batch.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="run on this dask scheduler, e.g. tcp://host:8786")
     where.add_argument("--workers", type=int,
@@ -61,15 +58,37 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_fit_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--task", default="denoise", choices=["denoise", "inpaint", "sr", "deblur", "jpeg"])
+    from .core.presets import PRESETS
+    from .core.tasks import TASK_NAMES
+
+    command.add_argument("--task", default="denoise", choices=TASK_NAMES)
     command.add_argument("--mask", type=Path, help="inpainting: image whose nonzero pixels are filled")
     command.add_argument("--scale", type=int, help="super-resolution factor (2, 4, 8)")
     command.add_argument("--psf", type=Path, help="deblurring: PSF as an image or .npy file")
-    command.add_argument("--preset", default="default", choices=["default", "paper"])
+    command.add_argument("--preset", default="default", choices=PRESETS)
     command.add_argument("--iterations", type=int, help="fix the iteration count (turns automatic stopping off)")
     command.add_argument("--seed", type=int, default=0)
     command.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    command.add_argument("--threads", type=int, help="CPU threads (default: chosen by image size)")
+    command.add_argument("--threads", type=int, help="CPU threads (default: from the image size and the free cores)")
+    command.add_argument("--tile-size", type=int,
+                         help="tile side (default: tiles only where the image does not fit in memory)")
+    command.add_argument("--memory-limit", type=_bytes,
+                         help="memory one fit may use, e.g. 3GB (default: a share of the free memory)")
+    command.add_argument("--keep-raw", action="store_true",
+                         help="inpainting: return the network's output everywhere, as the paper does, instead of "
+                              "keeping every unpainted pixel exactly")
+
+
+def _options(args: argparse.Namespace, **inputs):
+    """The run's options from the command line's (``inputs``: the mask and PSF arrays read)."""
+    from .core import RestoreOptions
+
+    return RestoreOptions(
+        task=args.task, scale=args.scale, preset=args.preset, iterations=args.iterations, seed=args.seed,
+        device=args.device, threads=args.threads, preview_seconds=None, tile_size=args.tile_size,
+        memory_limit=args.memory_limit, keep_known=False if args.keep_raw else None,
+        volume=getattr(args, "volume", False), **inputs,
+    )
 
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -105,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OSError) as error:
         return _fail(str(error))
     except KeyboardInterrupt:
-        print("napari-dip: interrupted; no output written", file=sys.stderr)
+        print("napari-dip: interrupted; no unfinished output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -135,19 +154,16 @@ def _restore(args: argparse.Namespace) -> int:
 
     from .core import consume, restore_iter
 
-    run = restore_iter(
-        image, args.task, mask=mask, scale=args.scale, psf=psf, preset=args.preset,
-        iterations=args.iterations, seed=args.seed, device=args.device, threads=args.threads,
-        preview_seconds=None, volume=args.volume,
-    )
-    result = consume(run, progress=not args.quiet)
+    options = _options(args, mask=mask, psf=psf)
+    result = consume(restore_iter(image, options=options), progress=not args.quiet)
     write_atomically(args.output, result.image)
     shape = result.image.shape
     # Width × height for an image; depth × height × width for a volume, as its axes are stored.
     size = "×".join(str(n) for n in shape[:3]) if args.volume else f"{shape[1]}×{shape[0]}"
+    how = f" in {result.plan}" if result.parts else ""
     print(
         f"wrote {args.output} ({size}, {result.image.dtype}): "
-        f"{result.iterations} iterations in {result.elapsed:.1f} s on {result.device}, {result.stop_message}"
+        f"{result.iterations} iterations{how} in {result.elapsed:.1f} s on {result.device}, {result.stop_message}"
     )
     return 0
 
@@ -186,11 +202,9 @@ def _batch(args: argparse.Namespace) -> int:
 
     if args.workers != 0 and importlib.util.find_spec("distributed") is None:
         raise ValueError("running a batch on a dask cluster needs dask.distributed: pip install 'napari-dip[batch]'")
-    options = batch.BatchOptions(
-        task=args.task, preset=args.preset, iterations=args.iterations, seed=args.seed, device=args.device,
-        threads=args.threads, scale=args.scale, mask=_read_mask(args.mask) if args.mask is not None else None,
-        psf=io.read_psf(args.psf) if args.psf is not None else None, tile_size=args.tile_size,
-        memory_limit=args.memory_limit,
+    options = _options(
+        args, mask=_read_mask(args.mask) if args.mask is not None else None,
+        psf=io.read_psf(args.psf) if args.psf is not None else None,
     )
     plan = batch.plan_batch(args.inputs, args.outdir)
     progress = not args.quiet

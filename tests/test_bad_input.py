@@ -309,7 +309,7 @@ def test_ctrl_c_exits_130_with_one_line_and_no_output(tmp_path):
     finally:
         process.kill()
     assert process.returncode == 130
-    assert stderr.strip().splitlines() == ["napari-dip: interrupted; no output written"]
+    assert stderr.strip().splitlines() == ["napari-dip: interrupted; no unfinished output was written"]
     assert stdout == ""
     assert sorted(path.name for path in tmp_path.iterdir()) == ["o_input.png"]
 
