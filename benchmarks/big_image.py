@@ -1,56 +1,103 @@
-"""Peak memory of a tiled restoration of a big single-channel image.
+"""Peak memory and time of a big single-channel image through each front end.
 
-    /usr/bin/time -v python benchmarks/big_image.py [--size 4096] [--iterations 2] [--memory-limit-gib 3]
+    python benchmarks/big_image.py [--size 2048] [--iterations 2] [--via api|cli|widget] [--threads 1]
 
-A noisy SIZE×SIZE uint16 image (scikit-image's camera, tiled and resized up) is denoised with
-the default network and a few iterations per tile on one CPU thread; the tile size follows
-from ``--memory-limit-gib`` (omit it to size tiles from the free memory). Prints the tiles, the
-time and this process's peak RSS; ``/usr/bin/time -v`` reports the same peak as "Maximum
-resident set size".
+A noisy SIZE×SIZE uint16 image (scikit-image's camera, resized up, σ 25 of 255) is denoised
+with the default preset and a few iterations per tile: ``api`` calls ``restore()``, ``cli`` runs
+``napari-dip restore`` on a TIFF in a subprocess, ``widget`` runs the dock widget in a napari
+viewer (under Xvfb: ``xvfb-run -a python benchmarks/big_image.py --via widget``), each with no
+tiling option, so the planner decides from the memory budget. Prints the plan, the time and the
+peak RSS of the process that ran the fit ("Maximum resident set size" of ``/usr/bin/time -v``).
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
-from skimage import data
-from skimage.transform import resize
 
-from napari_dip.core.tiling import restore_tiled_iter
+
+def _image(size: int) -> np.ndarray:
+    from skimage import data
+    from skimage.transform import resize
+
+    camera = resize(data.camera(), (size, size), order=1, preserve_range=True)
+    noisy = camera * 257 + np.random.default_rng(0).normal(scale=25 * 257, size=camera.shape)
+    return np.clip(noisy, 0, 65535).astype(np.uint16)
+
+
+def _peak_gib(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 2**20
+
+
+def via_api(image: np.ndarray, args) -> str:
+    from napari_dip.core import consume, restore_iter
+
+    notes = []
+    result = consume(restore_iter(image, iterations=args.iterations, threads=args.threads, preview_seconds=None),
+                     lambda event: event.message and notes.append(event.message))
+    assert result.image.shape == image.shape and result.image.dtype == image.dtype
+    return f"{'; '.join(notes)}; {result.plan}; peak RSS {_peak_gib(resource.RUSAGE_SELF):.2f} GiB"
+
+
+def via_cli(image: np.ndarray, args) -> str:
+    import tifffile
+
+    with tempfile.TemporaryDirectory() as folder:
+        source, output = Path(folder) / "big.tif", Path(folder) / "big_restored.tif"
+        tifffile.imwrite(source, image)
+        done = subprocess.run(
+            ["napari-dip", "restore", str(source), "-o", str(output), "--iterations", str(args.iterations),
+             "--threads", str(args.threads), "--quiet"], capture_output=True, text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        assert tifffile.imread(output).shape == image.shape
+    return f"{done.stdout.strip()}; peak RSS of napari-dip {_peak_gib(resource.RUSAGE_CHILDREN):.2f} GiB"
+
+
+def via_widget(image: np.ndarray, args) -> str:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True)
+    viewer.add_image(image, name="big")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dip", "Deep Image Prior restoration")
+    widget.iterations.setValue(args.iterations)
+    widget.threads.setValue(args.threads)
+    notes = []
+    widget.run()
+    while widget.running:
+        QApplication.processEvents()
+        if widget.status.text() not in notes:
+            notes.append(widget.status.text())
+        time.sleep(0.05)
+    layer = viewer.layers[-1]
+    assert layer.data.shape == image.shape, layer.data.shape
+    tiled = next((note for note in notes if "tiles" in note), "no tiling note")
+    text = f"{tiled} {widget.status.text()} peak RSS {_peak_gib(resource.RUSAGE_SELF):.2f} GiB"
+    viewer.close()
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--iterations", type=int, default=2)
-    parser.add_argument("--memory-limit-gib", type=float, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--via", choices=["api", "cli", "widget"], default="api")
     args = parser.parse_args()
-    camera = resize(data.camera(), (args.size, args.size), order=1, preserve_range=True)
-    noisy = camera * 200 + np.random.default_rng(0).normal(scale=25 * 200, size=camera.shape)
-    image = np.clip(noisy, 0, 65535).astype(np.uint16)
-    del camera, noisy
-    limit = int(args.memory_limit_gib * 2**30) if args.memory_limit_gib else None
+    image = _image(args.size)
     start = time.perf_counter()
-    run = restore_tiled_iter(image, iterations=args.iterations, threads=1, preview_seconds=None, memory_limit=limit)
-    tile = -1
-    try:
-        while True:
-            event = next(run)
-            if event.tile != tile:
-                tile = event.tile
-                print(f"tile {tile + 1}/{event.tiles} at {time.perf_counter() - start:.0f} s", flush=True)
-    except StopIteration as done:
-        result = done.value
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(
-        f"{args.size}×{args.size} uint16, {args.iterations} iterations per tile, default network, 1 thread: "
-        f"{len(result.windows)} tiles of {result.tile_size}² (overlap {result.overlap}), "
-        f"{time.perf_counter() - start:.0f} s, peak RSS {peak_gib:.2f} GiB; "
-        f"result {result.image.shape} {result.image.dtype}"
-    )
+    text = {"api": via_api, "cli": via_cli, "widget": via_widget}[args.via](image, args)
+    print(f"{args.via}: {args.size}×{args.size} uint16, {args.iterations} iterations per fit, default preset, "
+          f"{args.threads} thread(s): {time.perf_counter() - start:.0f} s; {text}")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ def describe_error(exc: BaseException) -> str:
 
 
 def carries_preview(event: Progress) -> bool:
-    """A single image's event that must reach the GUI: it has a preview to show."""
-    return event.preview is not None
+    """A single image's event that must reach the GUI: it has a preview to show, or a note
+    (how the image is cut into tiles)."""
+    return event.preview is not None or event.message is not None
 
 
 def ends_a_plane(event: PlaneProgress) -> bool:

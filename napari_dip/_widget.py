@@ -55,6 +55,7 @@ from ._layer_data import (
 )
 from ._run import Kept, carries_preview, drive, ends_a_plane
 from ._widget_settings import load_settings, save_settings
+from .core.tasks import widget_choices
 
 if TYPE_CHECKING:
     import napari
@@ -64,16 +65,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TASK_CHOICES", "LayerComboBox", "RestorationWidget", "RunPlan", "StackResultLayer"]
 
-# (label, core task, super-resolution factor): one row per entry of the Task menu.
-TASK_CHOICES: tuple[tuple[str, str, int], ...] = (
-    ("Denoise", "denoise", 1),
-    ("Inpaint (fill painted pixels)", "inpaint", 1),
-    ("Super-resolve ×2", "sr", 2),
-    ("Super-resolve ×4", "sr", 4),
-    ("Super-resolve ×8", "sr", 8),
-    ("Deblur (with a PSF layer)", "deblur", 1),
-    ("Remove JPEG artifacts", "jpeg", 1),
-)
+# (label, core task, super-resolution factor): one row per entry of the Task menu, from the
+# core's task registry.
+TASK_CHOICES: tuple[tuple[str, str, int], ...] = widget_choices()
 
 # Settings fields shown under Advanced: (field, label, minimum, maximum, decimals, tooltip).
 # Decimals None means an integer field.
@@ -93,10 +87,9 @@ PREVIEW_KEY = "napari_dip_preview"
 
 IDLE_STATUS = "Pick an image and a task, then press Run."
 
-# The core's "compile" setting. The widget defaults to "off", unlike the core's default preset:
-# compiling takes tens of seconds before the first step, cannot be cancelled meanwhile, and its
-# Python-heavy work holds the GIL in stretches of up to half a second (the viewer stutters).
-COMPILE_CHOICES = ("off", "auto", "on")
+# The core's "compile" setting; "auto" (the default, as in the core) compiles only where the
+# run's pixels × iterations repay the compile (napari_dip.core.device.resolve_compile).
+COMPILE_CHOICES = ("auto", "off", "on")
 
 # Resolution of the progress bar over a whole stack: it follows the time-based fraction done,
 # which moves within a plane, not only when a plane ends.
@@ -473,13 +466,14 @@ class RestorationWidget(QWidget):
         self.threads = QSpinBox()
         self.threads.setRange(0, 256)
         self.threads.setSpecialValueText("auto")
-        self.threads.setToolTip("CPU threads; auto uses one for small images and all cores for large ones")
+        self.threads.setToolTip(
+            "CPU threads; auto uses one for small images and, for large ones, the cores other work leaves free"
+        )
         self.compile = QComboBox()
         self.compile.addItems(COMPILE_CHOICES)
         self.compile.setToolTip(
-            "Compile the network for faster steps on large images (auto: from 128×128 pixels). "
-            "Compiling takes tens of seconds before the first step, during which Cancel waits "
-            "and the viewer may stutter."
+            "Compile the network for faster steps (auto: only where the run is long enough to repay "
+            "the compile, tens of seconds before the first step, during which Cancel waits)."
         )
 
     def _build_run_controls(self) -> None:
@@ -966,10 +960,22 @@ class RestorationWidget(QWidget):
     # --- worker signals (all on the GUI thread) -----------------------------------------------
 
     def _on_progress(self, event: Progress) -> None:
-        self.progress.setRange(0, event.iterations)
-        self.progress.setValue(event.iteration)
+        if event.message is not None:
+            # A note from the planner (how the image is cut): no step to show.
+            self.status.setText(event.message[0].upper() + event.message[1:] + ".")
+            return
         left = f" · about {_format_seconds(event.eta)} left" if event.eta is not None else ""
-        self.status.setText(f"Iteration {event.iteration} / {event.iterations} · loss {event.loss:.3g}{left}")
+        if event.part is None:
+            self.progress.setRange(0, event.iterations)
+            self.progress.setValue(event.iteration)
+            self.status.setText(f"Iteration {event.iteration} / {event.iterations} · loss {event.loss:.3g}{left}")
+        else:
+            self.progress.setRange(0, STACK_PROGRESS_STEPS)
+            self.progress.setValue(round(event.done_fraction * STACK_PROGRESS_STEPS))
+            self.progress.setFormat(event.part.capitalize())
+            self.status.setText(
+                f"{event.part.capitalize()} · iteration {event.iteration} / {event.iterations}{left}"
+            )
         layer = self._live_preview_layer()
         if event.preview is not None and layer is not None and not self._cancel.is_set():
             layer.data = event.preview

@@ -92,7 +92,7 @@ def test_run_adds_result_layer(viewer, qtbot):
     assert result.metadata["task"] == "denoise"
     assert result.metadata["iterations"] == 25 and result.metadata["seed"] == 7
     assert result.metadata["settings"]["channels"] == 8
-    assert result.metadata["settings"]["compile"] == "off"  # the widget's default: no compile stall
+    assert result.metadata["settings"]["compile"] == "auto"  # the core's policy decides, as on the command line
     assert result.metadata["source_layer"] == "noisy astronaut"
     assert not np.array_equal(result.data, data)
     # The input layer is never modified, not even by a view the worker held.
@@ -623,6 +623,7 @@ def test_stop_and_keep_keeps_the_running_average(viewer, qtbot):
     viewer.add_image(data, **meta)
     widget = make_widget(viewer)
     configure(widget, iterations=1_000_000)
+    widget.compile.setCurrentText("off")  # a million-step cap would compile, and the reference run not
     widget.preview_seconds = 600  # no preview due before the stop: Stop and keep asks for one
     assert not widget.stop_keep_button.isEnabled()
     widget.run()

@@ -94,7 +94,7 @@ def restore_iter(
     start = time.perf_counter()
     if kind == "tiles":
         budget = default_budget(_device(options), options.memory_limit)
-        why = "as asked" if options.tile_size else f"to stay within {budget / 2**30:.1f} GiB"
+        why = "as asked" if options.tile_size else f"to stay within {_size_text(budget)}"
         size = "×".join(str(n) for n in layout.spatial[::-1])
         yield _note(f"{size} pixels: restoring in tiles of {tile}² {why}", start)
         run = restore_tiled_iter(image, options=replace(options, tile_size=tile), keep_state=keep_state,
@@ -104,6 +104,10 @@ def restore_iter(
     yield _note(f"{layout.planes} planes: restoring them one by one", start)
     result = yield from relay(restore_stack_iter(image, options=options), _from_plane)
     return _stack_restoration(result, options)
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
 
 
 def _device(options: RestoreOptions):

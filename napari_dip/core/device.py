@@ -124,9 +124,10 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     return "float32"
 
 
-# Pixel-iterations below which compiling does not pay. A first compile costs 40-100 s of one core
-# here (tens of seconds with a warm cache); the compiled default network saves about 0.7 µs per
-# pixel and step on this CPU (256²: 0.109 against 0.154 s/step, benchmarks/compile_pays.py).
+# Pixel-iterations below which compiling does not pay. Measured on a cold cache, one thread, the
+# default denoising network (benchmarks/compile_pays.py; benchmarks/results/compile_pays/): the
+# first compiled step took 65-104 s, and compiled steps saved 0.82-1.26 µs per pixel, so the
+# compile paid for itself after 7.4e7 (128²), 1.3e8 (256²) and 6.3e7 (512²) pixel-iterations.
 COMPILE_MIN_WORK = 100_000_000
 
 

@@ -8,9 +8,12 @@ from .settings import Settings
 
 __all__ = ["available_memory", "fit_bytes_per_pixel", "default_budget"]
 
-# Share of the free memory a fit may take: the CPU's is shared with everything else running,
-# a GPU's mostly belongs to us.
+# Share of the free memory a fit may take: the CPU's is shared with everything else running
+# (napari, the user's other work), a GPU's mostly belongs to us. On the CPU a fit also never
+# plans for more than _CPU_CAP: larger tiles are no faster per pixel there, and a 2048² plane
+# then stays well under 4 GB (benchmarks/big_image.py).
 _CPU_SHARE = 0.5
+_CPU_CAP = 3 * 2**30
 _CUDA_SHARE = 0.8
 _UNKNOWN_MEMORY = 4 * 2**30
 
@@ -51,8 +54,9 @@ def default_budget(device: torch.device, memory_limit: int | None = None) -> int
     """Bytes one fit may use: ``memory_limit`` when given, else a share of the free memory."""
     if memory_limit is not None:
         return int(memory_limit)
-    share = _CUDA_SHARE if device.type == "cuda" else _CPU_SHARE
-    return int(available_memory(device) * share)
+    if device.type == "cuda":
+        return int(available_memory(device) * _CUDA_SHARE)
+    return int(min(available_memory(device) * _CPU_SHARE, _CPU_CAP))
 
 
 def fit_bytes_per_pixel(settings: Settings, channels: int) -> int:
