@@ -53,6 +53,7 @@ from ._layer_data import (
     stack_mask,
     volume_mask,
 )
+from ._process import run_in_process
 from ._run import Kept, carries_preview, drive, ends_a_plane
 from ._widget_settings import load_settings, save_settings
 from .core.tasks import widget_choices
@@ -800,8 +801,14 @@ class RestorationWidget(QWidget):
         """Start a run with the current choices; problems become a notification."""
         if self.running:
             return
+        from .core import RestoreOptions, plan_compiles
+
         try:
             plan = self._plan_run()
+            options = RestoreOptions.from_kwargs(plan.task, **plan.core_kwargs)
+            # A compile would hold Python's lock for up to a second at a time: in a worker
+            # process it cannot freeze the viewer (napari_dip/_process.py).
+            in_process = plan_compiles(plan.selection.image, options)
         except ValueError as exc:
             self._fail(str(exc))
             return
@@ -810,10 +817,14 @@ class RestorationWidget(QWidget):
         self._cancel.clear()
         self._keep.clear()
         keep = None
+        image = plan.selection.image
         if plan.all_planes:
             from .core.stacks import restore_stack_iter
 
-            generator = restore_stack_iter(plan.selection.image, plan.task, **plan.core_kwargs)
+            generator = (
+                run_in_process("restore_stack_iter", image, options, cancel=self._cancel) if in_process
+                else restore_stack_iter(image, options=options)
+            )
             self._stack_result = StackResultLayer(self._viewer, plan)
             always, on_yielded, on_returned, on_errored = (
                 ends_a_plane, self._on_plane_progress, self._on_stack_returned, self._on_stack_errored
@@ -821,8 +832,11 @@ class RestorationWidget(QWidget):
         else:
             from .core import restore_iter
 
-            generator = restore_iter(plan.selection.image, plan.task, preview_now=self._keep.is_set, **plan.core_kwargs)
             keep = self._keep
+            generator = (
+                run_in_process("restore_iter", image, options, cancel=self._cancel, keep=keep) if in_process
+                else restore_iter(image, options=options, preview_now=keep.is_set)
+            )
             self._preview_layer = self._add_preview_layer(plan)
             self.progress.setFormat("%v / %m")  # iterations, where a stack run showed planes
             always, on_yielded, on_returned, on_errored = (
@@ -838,7 +852,8 @@ class RestorationWidget(QWidget):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._set_running(True)
-        self.status.setText(f"Starting {plan.name} …")
+        compiling = " (compiling the network first: about a minute)" if in_process else ""
+        self.status.setText(f"Starting {plan.name}{compiling} …")
         worker.start()
 
     def cancel(self) -> None:

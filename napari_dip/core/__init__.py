@@ -5,7 +5,7 @@ Nothing here imports Qt or napari, so it runs in scripts, tests, the command lin
 workers alike.
 """
 
-from .api import VOLUME_TASKS, consume, plan_run, restore, restore_iter
+from .api import VOLUME_TASKS, consume, plan_compiles, plan_run, restore, restore_iter
 from .device import available_devices, select_device
 from .engine import FitResult, Progress, fit
 from .fitting import Restoration
@@ -28,6 +28,7 @@ __all__ = [
     "restore_iter",
     "consume",
     "plan_run",
+    "plan_compiles",
     "RestoreOptions",
     "Layout",
     "resolve_settings",

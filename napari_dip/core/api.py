@@ -28,7 +28,8 @@ from .tasks import TASKS as TASK_SPECS
 from .tiling import TiledRestoration, TileProgress, plan_tile_size, restore_tiled_iter
 
 __all__ = [
-    "restore", "restore_iter", "consume", "plan_run", "Restoration", "resolve_settings", "TASKS", "VOLUME_TASKS",
+    "restore", "restore_iter", "consume", "plan_run", "plan_compiles", "Restoration", "resolve_settings", "TASKS",
+    "VOLUME_TASKS",
 ]
 
 VOLUME_TASKS = tuple(name for name, spec in TASK_SPECS.items() if spec.volume)
@@ -61,6 +62,20 @@ def plan_run(image: Any, options: RestoreOptions) -> tuple[str, Layout, int | No
         return "planes", layout, None
     tile = plan_tile_size(layout, options)
     return ("fit" if tile is None else "tiles"), layout, tile
+
+
+def plan_compiles(image: Any, options: RestoreOptions) -> bool:
+    """Whether the fits of this run will compile the network (``compile`` "on", or "auto" where
+    the work repays it): a shell that must not be frozen by a compile runs those elsewhere."""
+    from .device import resolve_compile
+
+    kind, layout, tile = plan_run(image, options)
+    if kind == "planes":
+        kind, layout, tile = plan_run(np.empty(layout.plane().shape, dtype=np.uint8), options)
+    spatial = layout.spatial if tile is None else tuple(min(tile, n) for n in layout.spatial)
+    pixels = math.prod(n * options.factor for n in spatial)
+    settings = options.settings
+    return resolve_compile(settings.compile, _device(options), pixels, len(spatial), settings.iterations)
 
 
 def restore_iter(
