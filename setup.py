@@ -22,7 +22,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "napari": ["napari>=0.5", "qtpy>=2", "magicgui>=0.8", "pyqt5>=5.15"],
+        "napari": ["napari>=0.5", "qtpy>=2", "superqt>=0.6", "pyqt5>=5.15"],
         "batch": ["dask[distributed]>=2023.1", "zarr>=2.16"],
         "testing": [
             "pytest>=7",
@@ -31,7 +31,7 @@ setup(
             "hypothesis",
             "napari>=0.5",
             "qtpy>=2",
-            "magicgui>=0.8",
+            "superqt>=0.6",
             "pyqt5>=5.15",
             "npe2>=0.7",
             "ruff",

@@ -62,8 +62,15 @@ def via_cli(image: np.ndarray, args) -> str:
 
 
 def via_widget(image: np.ndarray, args) -> str:
+    import os
+
     import napari
     from qtpy.QtWidgets import QApplication
+
+    from napari_dip._widget_settings import SETTINGS_ENV
+
+    # The defaults, not what the widget remembers from earlier sessions.
+    os.environ[SETTINGS_ENV] = os.path.join(tempfile.mkdtemp(), "settings.json")
 
     viewer = napari.Viewer(show=True)
     viewer.add_image(image, name="big")

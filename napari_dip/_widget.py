@@ -177,13 +177,13 @@ class StackResultLayer:
     """
 
     def __init__(self, viewer: napari.viewer.Viewer, plan: RunPlan):
-        from .core.stacks import StackLayout
+        from .core.layout import Layout
 
         self._viewer = viewer
         self._plan = plan
         stack = plan.selection.image
         # The core's own layout, so that an event's plane position maps to the same place here.
-        self._layout = StackLayout.of(tuple(stack.shape), plan.selection.channel_axis)
+        self._layout = Layout.of(tuple(stack.shape), plan.selection.channel_axis)
         self.planes = self._layout.planes
         self.finished = 0
         metadata = {

@@ -163,13 +163,13 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path) -> BatchPlan:
     for source in sources:
         if source.parent.resolve() == outdir.resolve():
             raise ValueError(f"the output folder {outdir} holds the input {source}; choose another folder")
-    from .core.stacks import StackLayout
+    from .core.layout import Layout
 
     items: list[BatchItem] = []
     stacks: list[BatchStack] = []
     for source in sources:
         shape = _source_shape(source)
-        layout = StackLayout.of(shape) if shape is not None else None
+        layout = Layout.of(shape) if shape is not None else None
         if layout is None or not layout.plane_axes:
             suffix = {".jpg": ".png", ".jpeg": ".png", ".zarr": ".tif"}.get(source.suffix.lower(), source.suffix)
             items.append(BatchItem(source, outdir / (source.stem + suffix)))
@@ -196,12 +196,12 @@ def _read(item: BatchItem) -> Any:
     """The item's image; TIFF and zarr inputs stay lazy, so big images are read tile by tile."""
     if item.source.suffix.lower() not in STACK_SUFFIXES:
         return io.read_image(item.source)
-    from .core.stacks import StackLayout
+    from .core.layout import Layout
 
     stack = open_stack(item.source)
     if item.position is None:
         return stack
-    return stack[StackLayout.of(tuple(stack.shape)).index(item.position)]
+    return stack[Layout.of(tuple(stack.shape)).index(item.position)]
 
 
 def write_atomically(path: Path, image: np.ndarray) -> None:

@@ -74,6 +74,11 @@ def _add_fit_options(command: argparse.ArgumentParser) -> None:
                          help="tile side (default: tiles only where the image does not fit in memory)")
     command.add_argument("--memory-limit", type=_bytes,
                          help="memory one fit may use, e.g. 3GB (default: a share of the free memory)")
+    command.add_argument("--axes", help="the image's axes, e.g. YX, YXC, TYX, ZYXC (default: a last axis of 3 or 4 "
+                                        "is RGB, the last two others are height and width, any before them planes)")
+    command.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=_setting,
+                         help="an advanced setting of the network or the fit, e.g. --set channels=32 --set lr=0.02 "
+                              "(repeatable; see docs/api.md)")
     command.add_argument("--keep-raw", action="store_true",
                          help="inpainting: return the network's output everywhere, as the paper does, instead of "
                               "keeping every unpainted pixel exactly")
@@ -86,9 +91,22 @@ def _options(args: argparse.Namespace, **inputs):
     return RestoreOptions(
         task=args.task, scale=args.scale, preset=args.preset, iterations=args.iterations, seed=args.seed,
         device=args.device, threads=args.threads, preview_seconds=None, tile_size=args.tile_size,
-        memory_limit=args.memory_limit, keep_known=False if args.keep_raw else None,
-        volume=getattr(args, "volume", False), **inputs,
+        memory_limit=args.memory_limit, keep_known=False if args.keep_raw else None, axes=args.axes,
+        volume=getattr(args, "volume", False), advanced=dict(args.set), **inputs,
     )
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """``name=value`` with the value read as JSON (numbers, true/false) or else kept as text."""
+    import json
+
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE; write e.g. --set channels=32")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value.strip()
 
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -135,9 +153,8 @@ def _restore(args: argparse.Namespace) -> int:
     if args.volume:
         _check_volume_files(args)
     if args.input is not None:
+        # A stack without --volume is restored plane by plane, as restore() does.
         image, mask = io.read_image(args.input), None
-        if not args.volume:
-            io.check_plane(image, args.input)
     else:
         image, mask = io.sample_input(args.sample, args.task, size=args.size, noise=args.noise, scale=args.scale)
     # Every output is checked before any work: it must be writable, hold the result, and be no file read.

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "check_format", "check_output", "check_pixels", "check_plane", "read_image", "write_image", "read_psf",
+    "check_format", "check_output", "check_pixels", "read_image", "write_image", "read_psf",
     "max_pixels", "MAX_PIXELS_ENV", "SAMPLES", "sample_image", "sample_input",
 ]
 
@@ -102,16 +102,6 @@ def read_image(path: str | Path) -> np.ndarray:
         if image.mode in ("P", "CMYK", "LA", "PA", "YCbCr"):
             image = image.convert("RGBA" if "A" in image.mode else "RGB")
         return np.asarray(image)
-
-
-def check_plane(image: np.ndarray, path: str | Path) -> None:
-    """Refuse a file holding a stack where one 2D image (gray or RGB(A)) is restored."""
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4)):
-        return
-    raise ValueError(
-        f"{path} holds a stack of shape {image.shape}, not one 2D image; restore it whole with --volume "
-        "or plane by plane with napari-dip batch"
-    )
 
 
 def _check_pil(path: Path, shape: tuple[int, ...], dtype: np.dtype, low: float, high: float) -> None:

@@ -212,3 +212,17 @@ def test_cli_inpainting_keeps_the_unpainted_pixels(tmp_path):
     assert done.returncode == 0, done.stderr
     out = tifffile.imread(tmp_path / "out.tif")
     np.testing.assert_array_equal(out[mask == 0], image[mask == 0])
+
+
+def test_a_stack_gives_the_same_planes_through_restore_the_cli_and_batch(tmp_path, movie):
+    from napari_dip.cli import main
+
+    expected = restore(movie, axes="TYX", iterations=3, seed=2, channels=8, scales=2, threads=1)
+    tifffile.imwrite(tmp_path / "movie.tif", movie, photometric="minisblack")
+    common = ["--iterations", "3", "--seed", "2", "--threads", "1", "--set", "channels=8", "--set", "scales=2",
+              "--quiet"]
+    assert main(["restore", str(tmp_path / "movie.tif"), "-o", str(tmp_path / "restored.tif"), "--axes", "TYX",
+                 *common]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "restored.tif"), expected)
+    assert main(["batch", str(tmp_path / "movie.tif"), "-o", str(tmp_path / "out"), "--workers", "0", *common]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "movie.tif"), expected)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from napari_dip.core import consume, restore_iter
-from napari_dip.core.stacks import WARM_LR_SHARE, StackLayout, restore_stack, restore_stack_iter
+from napari_dip.core.layout import Layout
+from napari_dip.core.stacks import WARM_LR_SHARE, restore_stack, restore_stack_iter
 
 FAST = {"channels": 8, "scales": 2, "threads": 1, "preview_seconds": None}
 
@@ -125,10 +126,10 @@ def test_lazy_stack_is_read_plane_by_plane_and_streamed_to_zarr(tmp_path, movie)
 
 
 def test_layout_finds_planes_channels_and_spatial_axes():
-    layout = StackLayout.of((5, 4, 3, 64, 48), channel_axis=2)
+    layout = Layout.of((5, 4, 3, 64, 48), channel_axis=2)
     assert layout.plane_axes == (0, 1) and layout.spatial_axes == (3, 4) and layout.plane_channel_axis == 0
     assert layout.planes == 20 and layout.output_shape(2) == (5, 4, 3, 128, 96)
-    rgb = StackLayout.of((7, 64, 48, 3))
+    rgb = Layout.of((7, 64, 48, 3))
     assert rgb.channel_axis == 3 and rgb.plane_axes == (0,) and rgb.plane_channel_axis == 2
 
 

@@ -334,6 +334,7 @@ def plane_states(layer) -> tuple[bool, ...]:
 
 
 def test_all_planes_fill_the_result_layer_plane_by_plane(viewer, qtbot):
+    from napari_dip import restore
     from napari_dip.core.stacks import restore_stack
 
     stack = np.random.default_rng(2).random((4, 32, 32)).astype(np.float32)
@@ -361,9 +362,10 @@ def test_all_planes_fill_the_result_layer_plane_by_plane(viewer, qtbot):
     seen = list(dict.fromkeys(states))
     assert seen == [(False,) * 4, (True, False, False, False), (True, True, False, False),
                     (True, True, True, False), (True,) * 4]
-    # Every plane is exactly what the core gives for the stack with the same settings.
-    expected = restore_stack(stack, iterations=20, seed=0, threads=1, compile="off", **TINY_NETWORK).image
+    # Every plane is exactly what the core's front door gives for the stack with the same settings.
+    expected = restore(stack, axes="TYX", iterations=20, seed=0, threads=1, compile="off", **TINY_NETWORK)
     np.testing.assert_array_equal(result.data, expected)
+    np.testing.assert_array_equal(expected, restore_stack(stack, iterations=20, threads=1, **TINY_NETWORK).image)
     assert result.metadata["iterations"] == [20] * 4 and result.metadata["planes_finished"] == 4
     assert result.metadata["source_layer"] == "stack" and result.metadata["warm_start"] is False
     assert "Done: 4 planes" in widget.status.text() and widget.progress.format() == "Plane 4 / 4"

@@ -235,10 +235,6 @@ class SkipNet(nn.Module):
         self.head = nn.Sequential(_LAYERS[dims][0](widths[0], out_channels, 1), nn.Sigmoid())
 
     @property
-    def size_multiple(self) -> int:
-        return 2**self.scales
-
-    @property
     def size_multiples(self) -> tuple[int, ...]:
         """What each spatial size must be divisible by: (H, W) or (D, H, W)."""
         if self.dims == 2:

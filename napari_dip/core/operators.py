@@ -25,17 +25,8 @@ __all__ = [
 
 
 class ForwardOperator(nn.Module):
-    """Maps an image at the network's resolution to the observation's space.
-
-    ``scale`` is how many network pixels one observed pixel spans (1 except for
-    super-resolution). ``known`` is a boolean (H, W) tensor in observation space, or ``None``
-    when every observed pixel is known; the engine combines it with the padding mask.
-    """
-
-    scale: int = 1
-
-    def known(self) -> torch.Tensor | None:
-        return None
+    """Maps an image at the network's resolution to the observation's space. Which observed
+    pixels count in the loss (padding, pixels to inpaint) is the engine's ``known`` mask."""
 
 
 class IdentityOperator(ForwardOperator):
@@ -57,9 +48,6 @@ class InpaintOperator(ForwardOperator):
     def __init__(self, fill: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("_known", torch.from_numpy(~np.asarray(fill, dtype=bool)))
-
-    def known(self) -> torch.Tensor:
-        return self._known
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Missing pixels are excluded from the loss by ``known``; the product keeps A linear
@@ -117,7 +105,6 @@ class DownsampleOperator(_DepthwiseConv):
         if factor < 2:
             raise ValueError(f"super-resolution scale must be at least 2, got {factor}")
         super().__init__(lanczos2_kernel(factor), stride=factor)
-        self.scale = factor
 
 
 class BlurOperator(_DepthwiseConv):

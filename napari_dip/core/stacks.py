@@ -27,7 +27,7 @@ from .options import RestoreOptions
 from .progress import overall_progress
 from .tiling import TiledRestoration, TileProgress, restore_tiled_iter
 
-__all__ = ["PlaneProgress", "StackRestoration", "StackLayout", "restore_stack_iter", "restore_stack"]
+__all__ = ["PlaneProgress", "StackRestoration", "restore_stack_iter", "restore_stack"]
 
 # A warm-started plane runs this share of the first plane's best iteration count (its output
 # variance minimum), at this share of its learning rate, without automatic stopping. Measured on a noisy time-lapse
@@ -83,10 +83,6 @@ class StackRestoration:
             "threads": first["threads"],
             "settings": first["settings"],
         }
-
-
-# The stack's axes are the core's one layout: kept under this name for the shells that use it.
-StackLayout = Layout
 
 
 def restore_stack_iter(
