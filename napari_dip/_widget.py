@@ -83,6 +83,11 @@ ADVANCED_FIELDS: tuple[tuple[str, str, float, float, int | None, str], ...] = (
 
 PREVIEW_SECONDS = 2.0
 
+# How often a step's progress reaches the GUI thread (previews and notes always do): each update
+# repaints the bar and the status line, and on a 2-core CPU every slice of time the GUI takes
+# stalls a fit running on both cores (benchmarks/widget_speed.py).
+REPORT_SECONDS = 0.3
+
 # Metadata key that marks the layer a run's previews go to: no picker offers it as an input.
 PREVIEW_KEY = "napari_dip_preview"
 
@@ -822,7 +827,8 @@ class RestorationWidget(QWidget):
             from .core.stacks import restore_stack_iter
 
             generator = (
-                run_in_process("restore_stack_iter", image, options, cancel=self._cancel) if in_process
+                run_in_process("restore_stack_iter", image, options, cancel=self._cancel,
+                               report_seconds=REPORT_SECONDS) if in_process
                 else restore_stack_iter(image, options=options)
             )
             self._stack_result = StackResultLayer(self._viewer, plan)
@@ -834,7 +840,8 @@ class RestorationWidget(QWidget):
 
             keep = self._keep
             generator = (
-                run_in_process("restore_iter", image, options, cancel=self._cancel, keep=keep) if in_process
+                run_in_process("restore_iter", image, options, cancel=self._cancel, keep=keep,
+                               report_seconds=REPORT_SECONDS) if in_process
                 else restore_iter(image, options=options, preview_now=keep.is_set)
             )
             self._preview_layer = self._add_preview_layer(plan)
@@ -843,7 +850,8 @@ class RestorationWidget(QWidget):
                 carries_preview, self._on_progress, self._on_returned, self._on_errored
             )
         worker = create_worker(
-            drive, generator, self._cancel, always=always, keep=keep, _start_thread=False, _ignore_errors=True
+            drive, generator, self._cancel, always=always, keep=keep, report_seconds=REPORT_SECONDS,
+            _start_thread=False, _ignore_errors=True
         )
         self._worker_slots = [(worker.yielded, on_yielded), (worker.returned, on_returned),
                               (worker.errored, on_errored)]
