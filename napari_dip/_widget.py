@@ -56,7 +56,7 @@ from ._layer_data import (
 from ._process import run_in_process
 from ._run import Kept, carries_preview, drive, ends_a_plane
 from ._widget_settings import load_settings, save_settings
-from .core.tasks import widget_choices
+from .core.tasks import task_spec, widget_choices
 
 if TYPE_CHECKING:
     import napari
@@ -696,8 +696,9 @@ class RestorationWidget(QWidget):
 
     def _on_task_changed(self, index: int = -1) -> None:
         task, _ = self._current_task()
-        _set_row_visible(self._mask_row, task == "inpaint")
-        _set_row_visible(self._psf_row, task == "deblur")
+        spec = task_spec(task)
+        _set_row_visible(self._mask_row, spec.needs_mask)
+        _set_row_visible(self._psf_row, spec.needs_psf)
         preset = self._current_preset()
         # Advanced values still at the old task's preset follow the new one; edited ones stay.
         for name, box in self.advanced.items():
@@ -705,7 +706,7 @@ class RestorationWidget(QWidget):
                 box.setValue(getattr(preset, name))
         self._task_preset = preset
         self._update_iterations_hint()
-        if task == "inpaint":
+        if spec.needs_mask:
             self._propose_image_for_inpainting()
         self._clear_outcome()
 
@@ -946,15 +947,16 @@ class RestorationWidget(QWidget):
             kwargs["warm_start"] = self.warm_start.isChecked()
         if volume:
             kwargs["volume"] = True
-        if task == "inpaint":
+        spec = task_spec(task)
+        if spec.needs_mask:
             labels = self.mask_picker.value()
             if labels is None:
                 raise ValueError("inpainting needs a mask: pick a labels layer, or press New mask and paint")
             mask_of = stack_mask if all_planes else volume_mask if volume else fill_mask
             kwargs["mask"] = mask_of(labels.data, image_shape=layer.data.shape, rgb=layer.rgb, selection=selection)
-        if task == "sr":
+        if spec.needs_scale:
             kwargs["scale"] = factor
-        if task == "deblur":
+        if spec.needs_psf:
             kwargs["psf"] = self._psf()
         axes = [axis for axis in selection.kept_axes if axis < layer.ndim]
         return RunPlan(

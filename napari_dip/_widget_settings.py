@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .core.tasks import TASK_NAMES
+
 __all__ = ["SETTINGS_ENV", "load_settings", "save_settings", "settings_path"]
 
 SETTINGS_ENV = "NAPARI_DIP_SETTINGS"
@@ -59,7 +61,7 @@ def _one_of(*choices: str) -> Callable[[Any], bool]:
 # Ranges the widget's boxes clamp to are left to them; what would make a box raise or silently
 # turn into something else (a float in an integer box, an int beyond 32 bits, NaN) is refused.
 _FIELDS: dict[str, Callable[[Any], bool]] = {
-    "task": _one_of("denoise", "inpaint", "sr", "deblur", "jpeg"),
+    "task": lambda value: isinstance(value, str) and value in TASK_NAMES,
     "factor": _whole,
     "iterations": _whole,
     "seed": _whole,

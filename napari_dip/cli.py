@@ -159,6 +159,7 @@ def _restore(args: argparse.Namespace) -> int:
         image, mask = io.sample_input(args.sample, args.task, size=args.size, noise=args.noise, scale=args.scale)
     # Every output is checked before any work: it must be writable, hold the result, and be no file read.
     reads = {"input": args.input, "mask": args.mask, "PSF": args.psf}
+    # Before torch is imported (the task registry would import it), so a bad output fails at once.
     io.check_output(args.output, image, scale=(args.scale or 1) if args.task == "sr" else 1, reads=reads)
     if args.mask is not None:
         mask = _read_volume_mask(args.mask, image) if args.volume else _read_mask(args.mask)

@@ -46,12 +46,16 @@ def reopen(viewer, widget: RestorationWidget) -> RestorationWidget:
     return make_widget(viewer)
 
 
-def configure(widget: RestorationWidget, task: str = "denoise", factor: int = 1, iterations: int = 20) -> None:
+def configure(widget: RestorationWidget, task: str = "denoise", factor: int = 1, iterations: int = 20,
+              compile: str = "off") -> None:
+    """Tiny runs, in a thread: "off" because a million-step cap would make "auto" compile (in a
+    worker process, tested on its own below)."""
     widget.task_picker.setCurrentIndex(TASK_CHOICES.index(next(c for c in TASK_CHOICES if c[1:] == (task, factor))))
     widget.iterations.setValue(iterations)
     for name, value in TINY_NETWORK.items():
         widget.advanced[name].setValue(value)
     widget.threads.setValue(1)
+    widget.compile.setCurrentText(compile)
     widget.preview_seconds = 0.2
 
 
@@ -78,7 +82,7 @@ def test_run_adds_result_layer(viewer, qtbot):
     source = viewer.add_image(data, scale=(2.0, 3.0), translate=(10.0, -5.0), **meta)
     before = source.data.copy()
     widget = make_widget(viewer)
-    configure(widget, iterations=25)
+    configure(widget, iterations=25, compile="auto")
     widget.seed.setValue(7)
 
     run_to_end(qtbot, widget)
@@ -625,7 +629,6 @@ def test_stop_and_keep_keeps_the_running_average(viewer, qtbot):
     viewer.add_image(data, **meta)
     widget = make_widget(viewer)
     configure(widget, iterations=1_000_000)
-    widget.compile.setCurrentText("off")  # a million-step cap would compile, and the reference run not
     widget.preview_seconds = 600  # no preview due before the stop: Stop and keep asks for one
     assert not widget.stop_keep_button.isEnabled()
     widget.run()
