@@ -159,7 +159,11 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path) -> BatchPlan:
         If there is nothing to do, OUTDIR is an input folder, or two inputs share an output.
     """
     outdir = Path(outdir)
-    sources = _expand([Path(path) for path in inputs])
+    # A file named twice (directly and through its folder, say) is restored once.
+    unique: dict[Path, Path] = {}
+    for source in _expand([Path(path) for path in inputs]):
+        unique.setdefault(source.resolve(), source)
+    sources = list(unique.values())
     for source in sources:
         if source.parent.resolve() == outdir.resolve():
             raise ValueError(f"the output folder {outdir} holds the input {source}; choose another folder")

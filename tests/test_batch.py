@@ -57,6 +57,9 @@ def test_plan_names_outputs_per_file_and_per_plane(inputs, tmp_path):
     assert names == ["a.png", "b.png", *(f"movie_planes/movie_{t}.tif" for t in range(3))]
     assert [item.position for item in plan.items[2:]] == [(0,), (1,), (2,)]
     assert plan.stacks[0].output == tmp_path / "out" / "movie.tif"
+    # A file named twice, directly and through its folder, is one item.
+    twice = plan_batch([inputs / "a.png", inputs, inputs / "." / "a.png"], tmp_path / "out")
+    assert [item.output for item in twice.items] == [item.output for item in plan.items]
 
 
 def test_plan_refuses_writing_over_inputs_and_clashing_outputs(inputs, tmp_path):

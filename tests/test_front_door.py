@@ -73,6 +73,7 @@ def test_options_keep_arrays_out_of_json():
         ({"task": "sr", "scale": 1}, "at least 2"),
         ({"task": "deblur", "psf": [["a"]]}, "PSF must be a 2D array of real numbers"),
         ({"task": "deblur", "psf": np.ones(3)}, "PSF must be a 2D array"),
+        ({"task": "deblur", "psf": np.ones((3, 3)) * (1 + 1j)}, "PSF holds complex numbers"),
         ({"tile_size": 4}, "too small"),
         ({"tile_size": 32, "overlap": 16}, "less than half the tile size"),
         ({"task": "blur"}, "unknown task 'blur'"),
@@ -226,3 +227,38 @@ def test_a_stack_gives_the_same_planes_through_restore_the_cli_and_batch(tmp_pat
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "restored.tif"), expected)
     assert main(["batch", str(tmp_path / "movie.tif"), "-o", str(tmp_path / "out"), "--workers", "0", *common]) == 0
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "movie.tif"), expected)
+
+
+def test_cli_tiles_a_plane_too_big_for_the_memory_limit_and_says_so(tmp_path):
+    image = (np.random.default_rng(6).random((96, 80)) * 60000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "big.tif", image)
+    done = subprocess.run(
+        [sys.executable, "-m", "napari_dip.cli", "restore", str(tmp_path / "big.tif"), "-o", str(tmp_path / "o.tif"),
+         "--iterations", "2", "--threads", "1", "--memory-limit", "1MiB", "--set", "channels=8", "--set", "scales=2"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "80×96 pixels: restoring in tiles of 20² to stay within 1 MiB" in done.stdout + done.stderr
+    assert "in 35 tiles of 20² (overlap 5)" in done.stdout
+    assert tifffile.imread(tmp_path / "o.tif").shape == image.shape
+
+
+def test_batch_inpainting_keeps_the_unpainted_pixels(tmp_path):
+    from napari_dip.batch import plan_batch, run_batch
+
+    image = (np.random.default_rng(7).random((32, 36)) * 255).astype(np.uint8)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", image)
+    mask = _mask(image.shape)
+    options = RestoreOptions(task="inpaint", mask=mask, iterations=3, threads=1, advanced=NETWORK)
+    report = run_batch(plan_batch([tmp_path / "in"], tmp_path / "out"), options, progress=False)
+    assert not report.failed
+    out = tifffile.imread(tmp_path / "out" / "a.tif")
+    np.testing.assert_array_equal(out[mask == 0], image[mask == 0])
+
+
+def test_values_beyond_what_float64_can_span_are_refused_and_huge_constants_restored():
+    with pytest.raises(ValueError, match="span more than a float64 can hold"):
+        restore(np.where(np.eye(32) > 0, 1e308, -1e308), iterations=2, **TINY)
+    flat = restore(np.full((32, 32), 1e17), iterations=2, **TINY)
+    assert np.isfinite(flat).all() and flat.dtype == np.float64

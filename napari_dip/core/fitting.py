@@ -146,6 +146,13 @@ def fit_array(
     fill = spatial_mask(options.mask, spatial) if spec.needs_mask else None
     multiple = 2**settings.scales
     intensity = Intensity.of(chw)
+    with np.errstate(over="ignore"):
+        span = np.asarray(intensity.high, dtype=np.float64) - np.asarray(intensity.low, dtype=np.float64)
+    if not np.isfinite(span).all():
+        raise ValueError(
+            f"the image's values span more than a float64 can hold ({float(np.min(chw)):g} to "
+            f"{float(np.max(chw)):g}): rescale it, e.g. divide it by its largest absolute value"
+        )
     unit = intensity.to_unit(chw)
     # Pad the observation so that the network's output (factor × larger) divides by 2^scales;
     # padded pixels are excluded from the loss, and the result is cropped back.

@@ -38,6 +38,8 @@ def _optional_whole(value, name: str, minimum: int) -> int | None:
 def _check_psf(psf: Any) -> np.ndarray | None:
     if psf is None:
         return None
+    if np.iscomplexobj(np.asarray(psf)):
+        raise ValueError("the PSF holds complex numbers: give the real blur kernel (e.g. its absolute value)")
     try:
         psf = np.asarray(psf, dtype=np.float64)
     except (TypeError, ValueError):
