@@ -135,7 +135,14 @@ def run_in_process(
                         f"the worker process ended without a result (exit code {process.exitcode})"
                     )
                 continue
-            kind, payload = receiver.recv()
+            try:
+                kind, payload = receiver.recv()
+            except EOFError:
+                process.join(_CANCEL_GRACE_SECONDS)
+                raise WorkerProcessDied(
+                    f"the worker process ended without a result (exit code {process.exitcode}): "
+                    "it may have run out of memory; restore a smaller image or narrow the network"
+                ) from None
             if kind == "event":
                 yield payload
             elif kind == "result":

@@ -135,7 +135,7 @@ def _source_shape(path: Path) -> tuple[int, ...] | None:
     return None
 
 
-def plan_batch(inputs: list[str | Path], outdir: str | Path) -> BatchPlan:
+def plan_batch(inputs: list[str | Path], outdir: str | Path, options: RestoreOptions | None = None) -> BatchPlan:
     """The items of a batch and where each output goes.
 
     A 2D image (or RGB(A) image) becomes ``OUTDIR/<its name>`` (JPEG as PNG, zarr as TIFF); a
@@ -148,6 +148,9 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path) -> BatchPlan:
         Image files, folders of them (not searched recursively), zarr or TIFF stacks.
     outdir : str or Path
         Folder for the outputs; must not be a folder of inputs.
+    options : RestoreOptions, optional
+        The run's options: their ``axes`` or ``channel_axis`` say which axes of a stack are
+        planes (default: every axis before the last two, a last axis of 3 or 4 being RGB).
 
     Returns
     -------
@@ -167,13 +170,11 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path) -> BatchPlan:
     for source in sources:
         if source.parent.resolve() == outdir.resolve():
             raise ValueError(f"the output folder {outdir} holds the input {source}; choose another folder")
-    from .core.layout import Layout
-
     items: list[BatchItem] = []
     stacks: list[BatchStack] = []
     for source in sources:
         shape = _source_shape(source)
-        layout = Layout.of(shape) if shape is not None else None
+        layout = _layout(shape, options) if shape is not None else None
         if layout is None or not layout.plane_axes:
             suffix = {".jpg": ".png", ".jpeg": ".png", ".zarr": ".tif"}.get(source.suffix.lower(), source.suffix)
             items.append(BatchItem(source, outdir / (source.stem + suffix)))
@@ -196,16 +197,26 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path) -> BatchPlan:
     return BatchPlan(items, stacks)
 
 
-def _read(item: BatchItem) -> Any:
-    """The item's image; TIFF and zarr inputs stay lazy, so big images are read tile by tile."""
-    if item.source.suffix.lower() not in STACK_SUFFIXES:
-        return io.read_image(item.source)
+def _layout(shape: tuple[int, ...], options: RestoreOptions | None):
     from .core.layout import Layout
 
+    if options is None:
+        return Layout.of(shape)
+    return Layout.of(shape, options.channel_axis, axes=options.axes)
+
+
+def _read(item: BatchItem, options: RestoreOptions) -> tuple[Any, RestoreOptions]:
+    """The item's image and its options; TIFF and zarr inputs stay lazy, so big images are read
+    tile by tile. A plane of a stack gets the plane's own layout and mask."""
+    if item.source.suffix.lower() not in STACK_SUFFIXES:
+        return io.read_image(item.source), options
     stack = open_stack(item.source)
     if item.position is None:
-        return stack
-    return stack[Layout.of(tuple(stack.shape)).index(item.position)]
+        return stack, options
+    layout = _layout(tuple(stack.shape), options)
+    plane = replace(options, axes=None, channel_axis=layout.plane_channel_axis,
+                    mask=layout.mask_for(options.mask, item.position))
+    return stack[layout.index(item.position)], plane
 
 
 def write_atomically(path: Path, image: np.ndarray) -> None:
@@ -249,7 +260,8 @@ def restore_item(item: BatchItem, options: RestoreOptions) -> Path:
     """
     from .core import consume, restore_iter
 
-    run = restore_iter(_read(item), options=replace(options, preview_seconds=None))
+    image, options = _read(item, options)
+    run = restore_iter(image, options=replace(options, preview_seconds=None))
     write_atomically(item.output, consume(run).image)
     return item.output
 

@@ -177,7 +177,8 @@ def _restore(args: argparse.Namespace) -> int:
     write_atomically(args.output, result.image)
     shape = result.image.shape
     # Width × height for an image; depth × height × width for a volume, as its axes are stored.
-    size = "×".join(str(n) for n in shape[:3]) if args.volume else f"{shape[1]}×{shape[0]}"
+    plane = len(shape) == 2 or (len(shape) == 3 and shape[-1] in (3, 4) and not result.parts and not args.volume)
+    size = f"{shape[1]}×{shape[0]}" if plane else "×".join(str(n) for n in shape)
     how = f" in {result.plan}" if result.parts else ""
     print(
         f"wrote {args.output} ({size}, {result.image.dtype}): "
@@ -224,7 +225,7 @@ def _batch(args: argparse.Namespace) -> int:
         args, mask=_read_mask(args.mask) if args.mask is not None else None,
         psf=io.read_psf(args.psf) if args.psf is not None else None,
     )
-    plan = batch.plan_batch(args.inputs, args.outdir)
+    plan = batch.plan_batch(args.inputs, args.outdir, options)
     progress = not args.quiet
     if args.scheduler is not None:
         from dask.distributed import Client

@@ -262,3 +262,57 @@ def test_values_beyond_what_float64_can_span_are_refused_and_huge_constants_rest
         restore(np.where(np.eye(32) > 0, 1e308, -1e308), iterations=2, **TINY)
     flat = restore(np.full((32, 32), 1e17), iterations=2, **TINY)
     assert np.isfinite(flat).all() and flat.dtype == np.float64
+
+
+def test_compile_decision_of_the_planner_is_the_fits_and_takes_stack_masks(movie):
+    from napari_dip.core import plan_compiles
+    from napari_dip.core.fitting import network_shape
+
+    # 200² pads to 224² for the default network: the fit compiles, so the planner must say so.
+    options = RestoreOptions()
+    assert network_shape((200, 200), options) == (224, 224)
+    assert plan_compiles(np.zeros((200, 200), np.uint8), options)
+    # A stack with a mask per plane, or named axes, is planned plane by plane without refusal.
+    mask = np.zeros(movie.shape, bool)
+    mask[:, 3:6, 4:9] = True
+    assert not plan_compiles(movie, RestoreOptions(task="inpaint", mask=mask, iterations=5))
+    assert not plan_compiles(movie, RestoreOptions(axes="TYX", iterations=5))
+
+
+def test_stacks_of_tiny_planes_and_list_masks():
+    tiny = np.random.default_rng(8).random((2, 6, 6)).astype(np.float32)
+    assert restore(tiny, iterations=1, **TINY).shape == (2, 6, 6)
+    image = np.random.default_rng(9).random((40, 40)).astype(np.float32)
+    mask = np.zeros((40, 40), int)
+    mask[4:8, 4:30] = 1
+    result = restore(image, "inpaint", mask=mask.tolist(), iterations=1, tile_size=24, overlap=4, **TINY)
+    np.testing.assert_array_equal(result[mask == 0], image[mask == 0])
+
+
+def test_batch_takes_the_stacks_axes(tmp_path):
+    from napari_dip.cli import main
+
+    stack = (np.random.default_rng(10).random((2, 32, 32, 3)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb_movie.tif", stack, photometric="rgb")
+    assert main(["batch", str(tmp_path / "rgb_movie.tif"), "-o", str(tmp_path / "out"), "--workers", "0",
+                 "--axes", "TYXC", "--iterations", "2", "--threads", "1", "--set", "channels=8", "--set", "scales=2",
+                 "--quiet"]) == 0
+    expected = restore(stack, axes="TYXC", iterations=2, seed=0, channels=8, scales=2, threads=1)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "rgb_movie.tif"), expected)
+
+
+def test_a_worker_process_that_dies_is_one_sentence(monkeypatch):
+    import threading
+
+    import napari_dip._process as process
+
+    monkeypatch.setattr(process, "_serve", _die)
+    run = process.run_in_process("restore_iter", np.zeros((8, 8)), RestoreOptions(), cancel=threading.Event())
+    with pytest.raises(process.WorkerProcessDied, match="ended without a result"):
+        next(run)
+
+
+def _die(conn, *args):
+    import os
+
+    os._exit(3)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .engine import Progress
-from .fitting import Restoration, check_image, fit_array, relay
+from .fitting import Restoration, check_image, fit_array, network_shape, relay
 from .layout import Layout
 from .memory import default_budget
 from .options import RestoreOptions
@@ -71,10 +71,12 @@ def plan_compiles(image: Any, options: RestoreOptions) -> bool:
 
     kind, layout, tile = plan_run(image, options)
     if kind == "planes":
-        kind, layout, tile = plan_run(np.empty(layout.plane().shape, dtype=np.uint8), options)
+        # Planes are cut as the stack path cuts them: its planes' own layout.
+        layout = layout.plane()
+        tile = plan_tile_size(layout, options)
     spatial = layout.spatial if tile is None else tuple(min(tile, n) for n in layout.spatial)
-    pixels = math.prod(n * options.factor for n in spatial)
     settings = options.settings
+    pixels = math.prod(network_shape(spatial, options))
     return resolve_compile(settings.compile, _device(options), pixels, len(spatial), settings.iterations)
 
 
@@ -112,8 +114,9 @@ def restore_iter(
         why = "as asked" if options.tile_size else f"to stay within {_size_text(budget)}"
         size = "×".join(str(n) for n in layout.spatial[::-1])
         yield _note(f"{size} pixels: restoring in tiles of {tile}² {why}", start)
-        run = restore_tiled_iter(image, options=replace(options, tile_size=tile), keep_state=keep_state,
-                                 preview_now=preview_now)
+        overlap = None if options.overlap is None else min(options.overlap, (tile - 1) // 2)
+        run = restore_tiled_iter(image, options=replace(options, tile_size=tile, overlap=overlap),
+                                 keep_state=keep_state, preview_now=preview_now)
         result = yield from relay(run, _from_tile)
         return _tiled_restoration(result, options)
     yield _note(f"{layout.planes} planes: restoring them one by one", start)

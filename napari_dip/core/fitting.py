@@ -24,7 +24,7 @@ from .options import RestoreOptions
 from .settings import Settings
 from .stopping import estimate_noise_sigma
 
-__all__ = ["Restoration", "fit_array", "check_image", "spatial_mask", "check_fit_memory"]
+__all__ = ["Restoration", "fit_array", "network_shape", "check_image", "spatial_mask", "check_fit_memory"]
 
 
 @dataclass
@@ -113,6 +113,32 @@ def check_fit_memory(options: RestoreOptions, channels: int, out_shape: tuple[in
         )
 
 
+def _padding(spatial: tuple[int, ...], settings: Settings, factor: int, volume: bool):
+    """(multiples, minimums, depth scales) each spatial size of the observation is padded to.
+
+    Padded so that the network's output (``factor`` × larger) divides by 2^scales; padded
+    pixels are excluded from the loss, and the result is cropped back. The coarsest level needs
+    at least 2×2 pixels (BatchNorm statistics, reflection padding).
+    """
+    multiple = 2**settings.scales
+    multiples = [multiple // math.gcd(multiple, factor)] * 2
+    minimums = [-(-2 * multiple // factor)] * 2
+    depth_scales = None
+    if volume:
+        depth_scales = depth_scales_for(spatial[0], settings.scales)
+        multiples.insert(0, 2**depth_scales)
+        minimums.insert(0, 2 ** (depth_scales + 1))
+    return tuple(multiples), tuple(minimums), depth_scales
+
+
+def network_shape(spatial: tuple[int, ...], options: RestoreOptions) -> tuple[int, ...]:
+    """The spatial shape of the network's output when fitting an observation of ``spatial``
+    (padded, and ``factor`` times larger): what the compile policy and memory checks count."""
+    multiples, minimums, _ = _padding(tuple(spatial), options.settings, options.factor, options.volume)
+    padded = (max(-(-n // m) * m, -(-low // m) * m) for n, m, low in zip(spatial, multiples, minimums, strict=True))
+    return tuple(n * options.factor for n in padded)
+
+
 def fit_array(
     image: np.ndarray,
     options: RestoreOptions,
@@ -144,7 +170,6 @@ def fit_array(
     spec = options.spec
     factor = options.factor
     fill = spatial_mask(options.mask, spatial) if spec.needs_mask else None
-    multiple = 2**settings.scales
     intensity = Intensity.of(chw)
     with np.errstate(over="ignore"):
         span = np.asarray(intensity.high, dtype=np.float64) - np.asarray(intensity.low, dtype=np.float64)
@@ -154,17 +179,8 @@ def fit_array(
             f"{float(np.max(chw)):g}): rescale it, e.g. divide it by its largest absolute value"
         )
     unit = intensity.to_unit(chw)
-    # Pad the observation so that the network's output (factor × larger) divides by 2^scales;
-    # padded pixels are excluded from the loss, and the result is cropped back.
-    # The coarsest level needs at least 2×2 pixels (BatchNorm statistics, reflection padding).
-    multiples = [multiple // math.gcd(multiple, factor)] * 2
-    minimums = [-(-2 * multiple // factor)] * 2
-    depth_scales = None
-    if options.volume:
-        depth_scales = depth_scales_for(spatial[0], settings.scales)
-        multiples.insert(0, 2**depth_scales)
-        minimums.insert(0, 2 ** (depth_scales + 1))
-    padded, _ = pad_to_multiple(unit, tuple(multiples), minimum=tuple(minimums))
+    multiples, minimums, depth_scales = _padding(spatial, settings, factor, options.volume)
+    padded, _ = pad_to_multiple(unit, multiples, minimum=minimums)
     inside = tuple(slice(0, n) for n in spatial)
     known = np.zeros(padded.shape[1:], dtype=bool)
     known[inside] = True

@@ -168,6 +168,8 @@ class RestoreOptions:
         set_(self, "memory_limit", _optional_whole(self.memory_limit, "memory limit (bytes)", 2**20))
         set_(self, "warm_iterations", _optional_whole(self.warm_iterations, "warm_iterations", 1))
         set_(self, "psf", _check_psf(self.psf))
+        if self.mask is not None and not hasattr(self.mask, "shape"):
+            set_(self, "mask", np.asarray(self.mask))
         if not isinstance(self.advanced, dict):
             raise ValueError(f"advanced must be a dict of Settings fields, got {type(self.advanced).__name__}")
         set_(self, "advanced", {name: value for name, value in self.advanced.items() if value is not None})

@@ -162,7 +162,8 @@ def restore_stack_iter(
         result: TiledRestoration = yield from _relay(run, plane, layout.planes, position, finished, start)
         # Keep the first plane's tile grid: warm-start weights are per tile, and every plane
         # should be cut the same way even if free memory changes meanwhile.
-        planes = replace(planes, tile_size=result.tile_size or max(layout.spatial),
+        # (At least 8: a tile side of a whole small plane would be refused.)
+        planes = replace(planes, tile_size=result.tile_size or max(8, *layout.spatial),
                          overlap=result.overlap if result.tile_size else None)
         if warm_start and warm is None:
             states, span = result.states, _best_span(result)

@@ -374,7 +374,8 @@ def _restore_tiles(
     runs, states, finished = [], [], []
     tile_layout = Layout.of((layout.channels, tile_h, tile_w), 0)
     previews = options.preview_seconds is not None or options.preview_iterations is not None or preview_now
-    canvas = _Canvas(image, layout, intensity, factor) if previews else None
+    fill = np.asarray(options.mask) != 0 if options.keeps_known else None
+    canvas = _Canvas(image, layout, intensity, factor, fill) if previews else None
     for index, ((row, r), (col, c)) in enumerate(grid):
         window = windows[index]
         unit = intensity.to_unit(layout.read(image, window))
@@ -439,16 +440,23 @@ class _Canvas:
     """The whole image as a preview while tiles are fitted: the input (enlarged for
     super-resolution) where no tile has been fitted yet, finished tiles, and the tile under way."""
 
-    def __init__(self, image: Any, layout: Layout, intensity: Intensity, factor: int) -> None:
+    def __init__(self, image: Any, layout: Layout, intensity: Intensity, factor: int,
+                 keep: np.ndarray | None = None) -> None:
         self._layout, self._intensity, self._factor = layout, intensity, factor
-        chw = layout.to_channels_first(np.asarray(image))
+        self._input = layout.to_channels_first(np.asarray(image))
+        chw = self._input
         self._chw = np.repeat(np.repeat(chw, factor, axis=1), factor, axis=2) if factor > 1 else chw.copy()
+        # Inpainting that keeps known pixels: only these (True = fill) may change, in previews too.
+        self._fill = keep
 
     def paste(self, window: tuple[slice, slice], unit_chw: np.ndarray) -> None:
         f = self._factor
         rows, cols = window
         out = (slice(None), slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f))
-        self._chw[out] = self._intensity.from_unit(unit_chw)
+        values = self._intensity.from_unit(unit_chw)
+        if self._fill is not None:
+            values = np.where(self._fill[window][None], values, self._input[(slice(None), *window)])
+        self._chw[out] = values
 
     def with_tile(self, window: tuple[slice, slice], unit_chw: np.ndarray) -> np.ndarray:
         self.paste(window, unit_chw)
