@@ -210,7 +210,8 @@ def _read_volume_mask(path: Path, volume):
 
     mask = io.read_image(path)
     if mask.ndim == 4 or (mask.ndim == 3 and mask.shape[-1] in (3, 4) and mask.shape[:2] == volume.shape[1:3]):
-        mask = mask.max(axis=-1)
+        # Colour channels only: an opaque alpha channel would mark every voxel.
+        mask = mask[..., :3].max(axis=-1)
     if mask.ndim == 2:
         mask = np.broadcast_to(mask, (volume.shape[0], *mask.shape))
     return mask

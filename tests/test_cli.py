@@ -112,7 +112,18 @@ def test_volume_from_a_tiff_stack(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "mask.tif", mask)
     assert main(["restore", str(source), "-o", str(out), "--volume", "--task", "inpaint",
                  "--mask", str(tmp_path / "mask.tif"), *FAST]) == 0
-    assert tifffile.imread(out).shape == stack.shape
+    filled = tifffile.imread(out)
+    assert filled.shape == stack.shape
+    keep = np.broadcast_to(mask == 0, stack.shape)
+    np.testing.assert_array_equal(filled[keep], stack[keep])
+    # An RGBA mask with an opaque alpha channel: only its colour marks the voxels to fill.
+    rgba = np.zeros((32, 40, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[10:14, 5:9, 0] = 255
+    tifffile.imwrite(tmp_path / "mask_rgba.tif", rgba, photometric="rgb")
+    assert main(["restore", str(source), "-o", str(out), "--volume", "--task", "inpaint",
+                 "--mask", str(tmp_path / "mask_rgba.tif"), *FAST]) == 0
+    np.testing.assert_array_equal(tifffile.imread(out)[keep], stack[keep])
 
 
 @pytest.mark.parametrize(
