@@ -316,3 +316,15 @@ def _die(conn, *args):
     import os
 
     os._exit(3)
+
+
+def test_threads_are_chosen_once_for_a_run_of_many_fits(monkeypatch, movie):
+    import napari_dip.core.fitting as fitting
+
+    calls = []
+    real = fitting.choose_threads
+    monkeypatch.setattr(fitting, "choose_threads", lambda pixels, requested=None: calls.append(requested) or real(
+        pixels, requested))
+    restore(np.tile(movie[0], (3, 2)), iterations=1, tile_size=32, overlap=8, **NETWORK)  # 12 tiles
+    restore(movie, iterations=1, **NETWORK)  # 3 planes
+    assert calls.count(None) == 2

@@ -167,17 +167,25 @@ def test_a_plane_too_big_for_memory_is_tiled_in_the_current_plane_mode(viewer, q
     assert any(text.startswith("Tile 35/35 · iteration") for text in statuses)
 
 
-def test_cancel_stops_within_a_second_and_a_second_run_works(viewer, qtbot):
+PREVIEW_NAME = "noisy astronaut (DIP denoise) [preview]"
+
+
+def start_long_run(viewer, qtbot):
+    """A denoising run of a million steps on the noisy sample, started, with its preview layer up;
+    also the input layer and a copy of its data from before the run."""
     data, meta, _ = noisy_sample(size=32)[0]
     source = viewer.add_image(data, **meta)
     before = source.data.copy()
     widget = make_widget(viewer)
     configure(widget, iterations=1_000_000)
     widget.preview_seconds = 0.1
-
     widget.run()
-    preview_name = "noisy astronaut (DIP denoise) [preview]"
-    qtbot.waitUntil(lambda: preview_name in viewer.layers, timeout=20_000)
+    qtbot.waitUntil(lambda: PREVIEW_NAME in viewer.layers, timeout=20_000)
+    return widget, source, before
+
+
+def test_cancel_stops_within_a_second_and_a_second_run_works(viewer, qtbot):
+    widget, source, before = start_long_run(viewer, qtbot)
     assert not widget.run_button.isEnabled() and not widget.task_picker.isEnabled()
     assert not widget.advanced_section.isEnabled() and widget.cancel_button.isEnabled()
 
@@ -541,14 +549,7 @@ def test_new_mask_is_chosen_over_the_samples_mask_and_used(viewer, qtbot):
 
 
 def test_closing_the_dock_cancels_the_run_and_adds_no_layer(viewer, qtbot):
-    data, meta, _ = noisy_sample(size=32)[0]
-    viewer.add_image(data, **meta)
-    widget = make_widget(viewer)
-    configure(widget, iterations=1_000_000)
-    widget.preview_seconds = 0.1
-    widget.run()
-    preview_name = "noisy astronaut (DIP denoise) [preview]"
-    qtbot.waitUntil(lambda: preview_name in viewer.layers, timeout=20_000)
+    widget, _, _ = start_long_run(viewer, qtbot)
     assert widget.image_picker.layers() == [viewer.layers["noisy astronaut"]]  # never the preview
     qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=20_000)
 

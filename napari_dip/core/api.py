@@ -161,7 +161,7 @@ def _summary(runs: list[dict], options: RestoreOptions, image: Any, elapsed: flo
     first = runs[0]
     reasons = sorted({reason for run in runs for reason in _reasons(run)})
     return Restoration(
-        image=image, task=options.task, iterations=sum(_iterations(run) for run in runs),
+        image=image, task=options.task, iterations=sum(run["iterations"] for run in runs),
         stop_reason=reasons[0] if len(reasons) == 1 else ", ".join(reasons), elapsed=elapsed,
         settings=options.settings, seed=options.seed, device=first["device"], threads=first["threads"],
         precision=first.get("precision", options.settings.precision), plan=plan, parts=runs,
@@ -170,10 +170,6 @@ def _summary(runs: list[dict], options: RestoreOptions, image: Any, elapsed: flo
 
 def _reasons(run: dict) -> list[str]:
     return [run["stop_reason"]] if "stop_reason" in run else list(run["stop_reasons"])
-
-
-def _iterations(run: dict) -> int:
-    return run["iterations"]
 
 
 def _tiled_restoration(result: TiledRestoration, options: RestoreOptions) -> Restoration:

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .fitting import relay
+from .fitting import relay, with_threads
 from .layout import Layout
 from .options import RestoreOptions
 from .progress import overall_progress
-from .tiling import TiledRestoration, TileProgress, restore_tiled_iter
+from .tiling import TiledRestoration, TileProgress, plan_tile_size, restore_tiled_iter
 
 __all__ = ["PlaneProgress", "StackRestoration", "restore_stack_iter", "restore_stack"]
 
@@ -149,6 +149,8 @@ def restore_stack_iter(
         raise ValueError(f"the output array has shape {tuple(out.shape)}; this stack's result needs {shape}")
     warm_start = options.warm_start
     planes = replace(options, channel_axis=layout.plane_channel_axis, axes=None, warm_start=False)
+    tile = plan_tile_size(layout.plane(), planes)
+    planes = with_threads(planes, layout.spatial if tile is None else (tile, tile))
     runs: list[dict[str, Any]] = []
     finished: list[float] = []
     states = None

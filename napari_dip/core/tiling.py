@@ -27,7 +27,7 @@ import torch
 from .arrays import Intensity, from_channels_first
 from .device import select_device
 from .engine import Progress
-from .fitting import check_image, fit_array, relay
+from .fitting import check_image, fit_array, relay, with_threads
 from .layout import Layout
 from .memory import default_budget, fit_bytes_per_pixel
 from .options import RestoreOptions
@@ -306,6 +306,7 @@ def restore_tiled_iter(
             f"mask shape {np.shape(options.mask)} does not match the image's spatial shape {layout.spatial}"
         )
     tile_size = plan_tile_size(layout, options)
+    options = with_threads(options, layout.spatial if tile_size is None else (tile_size, tile_size))
     overlap = options.overlap
     settings = options.settings
     while True:
