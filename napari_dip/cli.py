@@ -4,6 +4,8 @@
     napari-dip restore --sample astronaut -o restored.png --task denoise
     napari-dip restore stack.tif -o restored.tif --volume      # a z-stack, whole, with a 3D network
     napari-dip batch INPUTS -o OUTDIR --task ... [--scheduler ADDRESS | --workers N]
+    napari-dip restore noflash.png -o out.png --guide flash.png    # guided: the flash photo is the code
+    napari-dip invert IMAGE --network net.pt --layer NAME -o out.png [--prior dip|tv|none]
 
 Bad input ends with one line on stderr and exit code 2.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import re
 import sys
 from contextlib import redirect_stderr
@@ -54,7 +57,36 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes of a local dask cluster (default: one per core, one with CUDA); "
                             "0 runs here, one item after another")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_invert(commands)
     return parser
+
+
+def _add_invert(commands) -> None:
+    from .core.inversion import PRIORS
+
+    invert = commands.add_parser(
+        "invert", help="network inversion: the image whose features in a torch network match those of IMAGE"
+    )
+    invert.add_argument("input", type=Path, help="PNG, JPEG or TIFF image whose features are matched")
+    invert.add_argument("-o", "--output", type=Path, required=True, help="where to write the inverted image")
+    invert.add_argument("--network", required=True,
+                        help="a TorchScript file (torch.jit.save) or a Python entry point module:function")
+    invert.add_argument("--weights", type=Path,
+                        help="a state dict for the entry point's module (read with weights_only=True)")
+    invert.add_argument("--layer", help="the layer whose features are matched, by name (e.g. features.3); "
+                                        "default: the network's output")
+    invert.add_argument("--unit", help="maximise this unit's activation instead: CHANNEL or CHANNEL,ROW,COLUMN")
+    invert.add_argument("--prior", default="dip", choices=PRIORS,
+                        help="dip: the image is a network's output (default); tv: the pixels with a total-variation "
+                             "penalty; none: the pixels alone")
+    invert.add_argument("--tv-weight", type=float, help="weight of the total-variation penalty (default 0.05 for tv)")
+    invert.add_argument("--iterations", type=int, help="optimisation steps (default 1000)")
+    invert.add_argument("--seed", type=int, default=0)
+    invert.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    invert.add_argument("--threads", type=int, help="CPU threads (default: from the image size and the free cores)")
+    invert.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=_setting,
+                        help="an advanced setting of the fit, e.g. --set lr=0.02 (repeatable; see docs/api.md)")
+    invert.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_fit_options(command: argparse.ArgumentParser) -> None:
@@ -65,6 +97,9 @@ def _add_fit_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--mask", type=Path, help="inpainting: image whose nonzero pixels are filled")
     command.add_argument("--scale", type=int, help="super-resolution factor (2, 4, 8)")
     command.add_argument("--psf", type=Path, help="deblurring: PSF as an image or .npy file")
+    command.add_argument("--guide", type=Path,
+                         help="guided restoration: an image of the same scene (e.g. the flash photograph) that becomes "
+                              "the network's input; the result's height and width, any channels (.npy too)")
     command.add_argument("--preset", default="default", choices=PRESETS)
     command.add_argument("--iterations", type=int, help="fix the iteration count (turns automatic stopping off)")
     command.add_argument("--seed", type=int, default=0)
@@ -138,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             print(lines[-1], file=sys.stderr)
         raise
     try:
-        return _restore(args) if args.command == "restore" else _batch(args)
+        return {"restore": _restore, "batch": _batch, "invert": _invert}[args.command](args)
     except (ValueError, FileNotFoundError, OSError) as error:
         return _fail(str(error))
     except KeyboardInterrupt:
@@ -158,12 +193,13 @@ def _restore(args: argparse.Namespace) -> int:
     else:
         image, mask = io.sample_input(args.sample, args.task, size=args.size, noise=args.noise, scale=args.scale)
     # Every output is checked before any work: it must be writable, hold the result, and be no file read.
-    reads = {"input": args.input, "mask": args.mask, "PSF": args.psf}
+    reads = {"input": args.input, "mask": args.mask, "PSF": args.psf, "guide": args.guide}
     # Before torch is imported (the task registry would import it), so a bad output fails at once.
     io.check_output(args.output, image, scale=(args.scale or 1) if args.task == "sr" else 1, reads=reads)
     if args.mask is not None:
         mask = _read_volume_mask(args.mask, image) if args.volume else _read_mask(args.mask)
     psf = io.read_psf(args.psf) if args.psf is not None else None
+    guide = _read_guide(args.guide) if args.guide is not None else None
     if args.sample is not None:
         # Keep the degraded sample beside the result, so the two can be compared.
         sample_copy = args.output.with_name(args.output.stem + "_input" + args.output.suffix)
@@ -172,7 +208,7 @@ def _restore(args: argparse.Namespace) -> int:
 
     from .core import consume, restore_iter
 
-    options = _options(args, mask=mask, psf=psf)
+    options = _options(args, mask=mask, psf=psf, guide=guide)
     result = consume(restore_iter(image, options=options), progress=not args.quiet)
     write_atomically(args.output, result.image)
     shape = result.image.shape
@@ -185,6 +221,17 @@ def _restore(args: argparse.Namespace) -> int:
         f"{result.iterations} iterations{how} in {result.elapsed:.1f} s on {result.device}, {result.stop_message}"
     )
     return 0
+
+
+def _read_guide(path: Path):
+    """A guide image file, or a .npy array (any channel count, channels last)."""
+    import numpy as np
+
+    if path.suffix.lower() == ".npy":
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        return np.load(path, allow_pickle=False)
+    return io.read_image(path)
 
 
 def _read_mask(path: Path):
@@ -225,8 +272,14 @@ def _batch(args: argparse.Namespace) -> int:
     options = _options(
         args, mask=_read_mask(args.mask) if args.mask is not None else None,
         psf=io.read_psf(args.psf) if args.psf is not None else None,
+        guide=_read_guide(args.guide) if args.guide is not None else None,
     )
     plan = batch.plan_batch(args.inputs, args.outdir, options)
+    if args.guide is not None:
+        outputs = [item.output for item in plan.items] + [stack.output for stack in plan.stacks]
+        for output in outputs:
+            if output.exists() and os.path.samefile(output, args.guide):
+                raise ValueError(f"the output {output} is the guide file {args.guide}; choose another output folder")
     progress = not args.quiet
     if args.scheduler is not None:
         from dask.distributed import Client
@@ -245,6 +298,37 @@ def _batch(args: argparse.Namespace) -> int:
         print(f"napari-dip: failed: {label}: {error}", file=sys.stderr)
     print(report.summary())
     return 1 if report.failed else 0
+
+
+def _invert(args: argparse.Namespace) -> int:
+    from .batch import write_atomically
+
+    io.check_format(args.output)
+    image = io.read_image(args.input)
+    reads = {"input": args.input, "weights": args.weights}
+    if Path(args.network).exists():
+        reads["network"] = args.network
+    io.check_output(args.output, image, reads=reads)
+
+    from .core import consume
+    from .core.inversion import InversionOptions, invert_iter
+
+    options = InversionOptions(
+        layer=args.layer, unit=args.unit, prior=args.prior, tv_weight=args.tv_weight, iterations=args.iterations,
+        seed=args.seed, device=args.device, threads=args.threads, preview_seconds=None, advanced=dict(args.set),
+    )
+    result = consume(invert_iter(image, args.network, weights=args.weights, options=options),
+                     progress=not args.quiet)
+    write_atomically(args.output, result.image)
+    where = f"layer {result.layer}" if result.layer is not None else "the network's output"
+    if result.unit is not None:
+        outcome = (f"unit {result.unit} of {where} raised from {result.reference_activation:.4g} "
+                   f"to {result.activation:.4g}")
+    else:
+        outcome = f"features of {where} matched to a relative error of {result.feature_error:.3f}"
+    print(f"wrote {args.output}: {outcome}, {result.prior} prior, {result.iterations} iterations in "
+          f"{result.elapsed:.1f} s on {result.device}")
+    return 0
 
 
 if __name__ == "__main__":

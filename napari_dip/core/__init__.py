@@ -9,6 +9,7 @@ from .api import VOLUME_TASKS, consume, plan_compiles, plan_run, restore, restor
 from .device import available_devices, select_device
 from .engine import FitResult, Progress, fit
 from .fitting import Restoration
+from .inversion import Inversion, InversionOptions, invert, invert_iter, load_network
 from .layout import Layout
 from .operators import (
     BlurOperator,
@@ -17,6 +18,7 @@ from .operators import (
     ForwardOperator,
     IdentityOperator,
     InpaintOperator,
+    InversionOperator,
 )
 from .options import RestoreOptions
 from .presets import PRESETS, TASKS, preset_settings, resolve_settings
@@ -27,6 +29,11 @@ __all__ = [
     "restore",
     "restore_iter",
     "consume",
+    "invert",
+    "invert_iter",
+    "InversionOptions",
+    "Inversion",
+    "load_network",
     "plan_run",
     "plan_compiles",
     "RestoreOptions",
@@ -52,4 +59,5 @@ __all__ = [
     "DownsampleOperator",
     "BlurOperator",
     "FeatureOperator",
+    "InversionOperator",
 ]

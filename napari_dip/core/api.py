@@ -19,6 +19,7 @@ import numpy as np
 
 from .engine import Progress
 from .fitting import Restoration, check_image, fit_array, network_shape, relay
+from .guide import check_guide
 from .layout import Layout
 from .memory import default_budget
 from .options import RestoreOptions
@@ -51,6 +52,7 @@ def plan_run(image: Any, options: RestoreOptions) -> tuple[str, Layout, int | No
     check_image(image)
     layout = Layout.of(tuple(image.shape), options.channel_axis, axes=options.axes, volume=options.volume)
     layout.check_mask(options.mask)
+    check_guide(options.guide, layout, options.factor)
     if options.volume:
         if layout.plane_axes:
             raise ValueError(

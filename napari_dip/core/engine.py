@@ -103,6 +103,8 @@ def fit(
     keep_state: bool = False,
     depth_scales: int | None = None,
     noise_sigma: float | None = None,
+    code: torch.Tensor | None = None,
+    network: torch.nn.Module | None = None,
 ) -> Generator[Progress, None, FitResult]:
     """Fit a fresh network to ``observation`` (1, C, h, w) through ``operator``; a volume
     (1, C, d, h, w) with a 3D network when ``out_shape`` has three sizes, the first
@@ -117,6 +119,10 @@ def fit(
     warm-starts the fit, e.g. from the previous plane of a stack; ``keep_state`` returns the
     final weights in ``FitResult.state`` for that purpose. ``noise_sigma`` (unit range) is the
     observation's noise level, for automatic stopping's discrepancy rule (denoising).
+
+    ``code`` (1, input_depth, *out_shape) replaces the random input code (guided restoration: a
+    guide image is the code); ``network`` replaces the skip network (network inversion without
+    the DIP prior optimises a module that holds the pixels themselves).
     """
     start = time.perf_counter()
     device = device or torch.device("cpu")
@@ -126,8 +132,8 @@ def fit(
     volume = {"dims": 3, "depth_scales": depth_scales} if dims == 3 else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = build_network("skip", in_channels=settings.input_depth, out_channels=out_channels,
-                            **settings.network_kwargs(), **volume)
+        net = network if network is not None else build_network(
+            "skip", in_channels=settings.input_depth, out_channels=out_channels, **settings.network_kwargs(), **volume)
     if initial_state is not None:
         net.load_state_dict(initial_state)
     channels_last = torch.channels_last if dims == 2 else torch.channels_last_3d
@@ -140,7 +146,12 @@ def fit(
 
     generator = torch.Generator(device=device).manual_seed(seed)
     code_shape = (1, settings.input_depth, *out_shape)
-    code = torch.rand(code_shape, generator=generator, device=device) * settings.input_scale
+    if code is None:
+        code = torch.rand(code_shape, generator=generator, device=device) * settings.input_scale
+    elif tuple(code.shape) != code_shape:
+        raise ValueError(f"the input code has shape {tuple(code.shape)}; this fit needs {code_shape}")
+    else:
+        code = code.to(device=device, dtype=torch.float32)
     code = code.contiguous(memory_format=memory_format)
     # Contiguous, not channels-last: normal_() has a vectorised path only for contiguous tensors
     # (measured 6 ms against 51 ms for a 32×256×256 code); the sum below is channels-last again.

@@ -17,6 +17,7 @@ import torch
 from .arrays import Intensity, check_finite, from_channels_first, pad_to_multiple
 from .device import choose_threads, select_device, torch_threads
 from .engine import STOP_REASONS, Progress, fit
+from .guide import guide_code
 from .layout import Layout
 from .memory import default_budget, fit_bytes_per_pixel
 from .networks import depth_scales_for
@@ -197,6 +198,11 @@ def fit_array(
     operator = spec.build(~known, options.scale, options.psf)
     out_inside = (slice(None),) + tuple(slice(0, n * factor) for n in spatial)
     out_shape = tuple(n * factor for n in padded.shape[1:])
+    code = None
+    if options.guide is not None:
+        # Guided: the guide, padded as the image is, is the network's input code.
+        code = guide_code(options.guide, tuple(n * factor for n in spatial), out_shape)
+        settings = replace(settings, input_depth=code.shape[0])
     keep = options.keeps_known
 
     def to_output(unit_chw: np.ndarray) -> np.ndarray:
@@ -229,6 +235,7 @@ def fit_array(
             keep_state=keep_state,
             depth_scales=depth_scales,
             noise_sigma=noise_sigma,
+            code=None if code is None else torch.from_numpy(code)[None],
         )
         result = yield from relay(run, _with_output_previews(to_output))
     return Restoration(

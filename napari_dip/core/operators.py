@@ -20,6 +20,7 @@ __all__ = [
     "DownsampleOperator",
     "BlurOperator",
     "FeatureOperator",
+    "InversionOperator",
     "lanczos2_kernel",
 ]
 
@@ -133,6 +134,80 @@ class FeatureOperator(ForwardOperator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+
+class InversionOperator(ForwardOperator):
+    """Network inversion as one mean-squared data term, the engine's only loss.
+
+    ``features`` maps a (1, C, h, w) image in [0, 1] to a layer's features; ``reference`` is that
+    layer's features of the image to invert. The network's image is cropped to ``spatial`` first
+    (the DIP network draws a padded canvas). The output is one flat vector whose mean squared
+    difference to :attr:`target` is
+
+        mean((φ(x) − φ(x0))²) / s²  +  tv_weight · mean(TV(x))
+
+    with s the root mean square of φ(x0), so that a weight means the same at every layer, and TV
+    the isotropic total variation of each pixel. With ``unit`` (activation maximisation: a
+    channel, or (channel, row, column) of a feature map) the first part is ``CEILING − a(x)/s``
+    instead: linear in the unit's activation a (its mean over the map for a channel), so
+    minimising it raises the activation at a constant rate whatever its value.
+    """
+
+    CEILING = 1e4
+
+    def __init__(
+        self,
+        features: nn.Module,
+        reference: torch.Tensor,
+        spatial: tuple[int, int],
+        channels: int,
+        *,
+        tv_weight: float = 0.0,
+        unit: int | tuple[int, int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.features = features.eval()
+        for p in self.features.parameters():
+            p.requires_grad_(False)
+        reference = reference.detach().float()
+        scale = float(reference.square().mean().sqrt())
+        self._scale = scale if math.isfinite(scale) and scale > 0 else 1.0
+        self._spatial = tuple(spatial)
+        self._unit = unit
+        self._tv_weight = float(tv_weight)
+        data = 1 if unit is not None else reference.numel()
+        tv = channels * (spatial[0] - 1) * (spatial[1] - 1) if tv_weight > 0 else 0
+        total = data + tv
+        # Each part's squares are scaled so that the mean over the whole vector is the sum of
+        # the parts' own means.
+        self._data_gain = math.sqrt(total / data)
+        self._tv_gain = total / tv if tv else 0.0
+        target = torch.zeros(1, total)
+        if unit is None:
+            target[0, :data] = reference.reshape(-1) / self._scale * self._data_gain
+        self.register_buffer("target", target)
+
+    def activation(self, features: torch.Tensor) -> torch.Tensor:
+        """The chosen unit's activation in a layer's features (one value)."""
+        unit = self._unit
+        if isinstance(unit, tuple):
+            return features[(0, *unit)]
+        return features[0, unit].mean()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[(slice(None), slice(None), *(slice(0, n) for n in self._spatial))]
+        phi = self.features(x)
+        if self._unit is None:
+            parts = [phi.reshape(1, -1) / self._scale * self._data_gain]
+        else:
+            below = self.CEILING - self.activation(phi) / self._scale
+            parts = [below.clamp_min(1e-12).sqrt().reshape(1, 1) * self._data_gain]
+        if self._tv_gain:
+            dx = x[..., :-1, 1:] - x[..., :-1, :-1]
+            dy = x[..., 1:, :-1] - x[..., :-1, :-1]
+            variation = (dx.square() + dy.square() + 1e-8).sqrt()
+            parts.append((variation.reshape(1, -1) * (self._tv_weight * self._tv_gain)).sqrt())
+        return torch.cat(parts, dim=1)
 
 
 def psf_gaussian(sigma: float, size: int | None = None) -> np.ndarray:

@@ -4,7 +4,7 @@
 inputs, the preset and its overrides, seed, device, threads, the preview schedule, tiling and
 how stacks are read. It is checked once, when it is made, with one sentence per bad value, so a
 mistake is reported before any work starts; per-tile and per-plane variants are
-``dataclasses.replace`` of it. Its JSON form (without the mask and PSF arrays, which are data,
+``dataclasses.replace`` of it. Its JSON form (without the mask, PSF and guide arrays, which are data,
 not settings) is what the widget saves between sessions.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .arrays import check_finite
+from .guide import prepare_guide
 from .presets import PRESETS, resolve_settings
 from .settings import Settings, as_whole_number
 from .tasks import TASKS, TaskSpec, task_spec
@@ -28,7 +29,7 @@ __all__ = ["RestoreOptions", "DEVICE_NAMES", "MAX_SEED"]
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 MAX_SEED = 2**63 - 1
 # Fields that are arrays (data for one image), not settings: left out of the JSON form.
-_ARRAYS = ("mask", "psf")
+_ARRAYS = ("mask", "psf", "guide")
 
 
 def _optional_whole(value, name: str, minimum: int) -> int | None:
@@ -63,6 +64,12 @@ class RestoreOptions:
     mask, scale, psf
         The task's inputs: inpainting mask (nonzero = fill; one plane's shape or the stack's
         without channels), super-resolution factor, deblurring PSF (2D).
+    guide : array, optional
+        Guided restoration (any task): an image of the same scene that replaces the network's
+        random input code, e.g. the flash photograph guiding a no-flash one. The result's spatial
+        shape with any channels last; for stacks one guide for all planes or one per plane (see
+        :mod:`~napari_dip.core.guide`). Normalised to [0, 1]; its channel count is the
+        network's input depth.
     preset : {"default", "paper"}
     iterations : int, optional
         A fixed count (turns automatic stopping off unless ``advanced`` has ``auto_stop=True``).
@@ -109,6 +116,7 @@ class RestoreOptions:
     mask: Any = field(default=None, repr=False)
     scale: int | None = None
     psf: Any = field(default=None, repr=False)
+    guide: Any = field(default=None, repr=False)
     preset: str = "default"
     iterations: int | None = None
     seed: int = 0
@@ -168,11 +176,14 @@ class RestoreOptions:
         set_(self, "memory_limit", _optional_whole(self.memory_limit, "memory limit (bytes)", 2**20))
         set_(self, "warm_iterations", _optional_whole(self.warm_iterations, "warm_iterations", 1))
         set_(self, "psf", _check_psf(self.psf))
+        set_(self, "guide", prepare_guide(self.guide))
         if self.mask is not None and not hasattr(self.mask, "shape"):
             set_(self, "mask", np.asarray(self.mask))
         if not isinstance(self.advanced, dict):
             raise ValueError(f"advanced must be a dict of Settings fields, got {type(self.advanced).__name__}")
         set_(self, "advanced", {name: value for name, value in self.advanced.items() if value is not None})
+        if self.guide is not None and "input_depth" in self.advanced:
+            raise ValueError("input_depth is the guide's channel count: leave it out when giving a guide")
         # Resolving the settings checks every advanced value's name and range.
         set_(self, "_settings", resolve_settings(self.task, self.preset, self.scale, self.iterations, **self.advanced))
 
@@ -221,7 +232,7 @@ class RestoreOptions:
 
     @classmethod
     def from_json(cls, text: str | dict, **arrays) -> RestoreOptions:
-        """From :meth:`to_json`'s text (or dict), with ``mask``/``psf`` given separately."""
+        """From :meth:`to_json`'s text (or dict), with ``mask``/``psf``/``guide`` given separately."""
         values = json.loads(text) if isinstance(text, str) else dict(text)
         if not isinstance(values, dict):
             raise ValueError("saved options must be a JSON object")
@@ -235,7 +246,7 @@ class RestoreOptions:
             return NotImplemented
         same_arrays = all(
             (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
-            for a, b in ((self.mask, other.mask), (self.psf, other.psf))
+            for a, b in ((self.mask, other.mask), (self.psf, other.psf), (self.guide, other.guide))
         )
         return same_arrays and self.to_dict() == other.to_dict()
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .fitting import relay, with_threads
+from .guide import check_guide, guide_for
 from .layout import Layout
 from .options import RestoreOptions
 from .progress import overall_progress
@@ -142,6 +143,7 @@ def restore_stack_iter(
         raise TypeError(f"give either options or keywords, not both: {', '.join(kwargs)}")
     layout = Layout.of(tuple(stack.shape), options.channel_axis, axes=options.axes)
     layout.check_mask(options.mask)
+    check_guide(options.guide, layout, options.factor)
     shape = layout.output_shape(options.factor)
     if out is None:
         out = np.empty(shape, dtype=stack.dtype)
@@ -158,7 +160,8 @@ def restore_stack_iter(
     refit_iterations = 0
     for plane, position in enumerate(layout.positions()):
         plane_start = time.perf_counter()
-        plane_options = replace(warm or planes, mask=layout.mask_for(options.mask, position))
+        plane_options = replace(warm or planes, mask=layout.mask_for(options.mask, position),
+                                guide=guide_for(options.guide, layout, position, options.factor))
         plane_image = stack[layout.index(position)]
         run = restore_tiled_iter(plane_image, options=plane_options, initial_states=states, keep_state=warm_start)
         result: TiledRestoration = yield from _relay(run, plane, layout.planes, position, finished, start)
@@ -173,7 +176,7 @@ def restore_stack_iter(
                 note = f"warm start: refitting the first plane for its best {span} iterations to hand on those weights"
                 yield PlaneProgress(plane, layout.planes, position, plane / layout.planes,
                                     time.perf_counter() - start, None, message=note)
-                refit_options = replace(planes, mask=plane_options.mask, iterations=span,
+                refit_options = replace(planes, mask=plane_options.mask, guide=plane_options.guide, iterations=span,
                                         advanced={**planes.advanced, "auto_stop": False})
                 refit = restore_tiled_iter(plane_image, options=refit_options, keep_state=True)
                 refitted = yield from _relay(refit, plane, layout.planes, position, finished, start)

@@ -28,6 +28,7 @@ from .arrays import Intensity, from_channels_first
 from .device import select_device
 from .engine import Progress
 from .fitting import check_image, fit_array, relay, with_threads
+from .guide import check_guide, cut_guide
 from .layout import Layout
 from .memory import default_budget, fit_bytes_per_pixel
 from .options import RestoreOptions
@@ -305,6 +306,7 @@ def restore_tiled_iter(
         raise ValueError(
             f"mask shape {np.shape(options.mask)} does not match the image's spatial shape {layout.spatial}"
         )
+    check_guide(options.guide, layout, options.factor)
     tile_size = plan_tile_size(layout, options)
     options = with_threads(options, layout.spatial if tile_size is None else (tile_size, tile_size))
     overlap = options.overlap
@@ -421,7 +423,8 @@ def _tile_options(options: RestoreOptions, window: tuple[slice, slice]) -> Resto
     which is what inpainting with an empty mask would compute (the fit refuses an empty mask,
     rightly so for a whole image).
     """
-    tile = replace(options, channel_axis=0, axes=None, tile_size=None, overlap=None)
+    tile = replace(options, channel_axis=0, axes=None, tile_size=None, overlap=None,
+                   guide=cut_guide(options.guide, window, options.factor))
     if not options.spec.needs_mask:
         return tile
     tile_mask = np.asarray(options.mask[window]) != 0
