@@ -2,6 +2,7 @@
 
     python benchmarks/inpaint_masks.py [--size 128] [--images astronaut coffee chelsea camera rocket]
         [--masks strokes text random50] [--threads 1] [--out benchmarks/results/inpaint_masks]
+        [--curves --patience 200 300 400 --tolerance 0.005 0.01 0.02]
 
 Each bundled image is cut to a centred square and resized to SIZE²; the masks are thin strokes
 (PIL lines 2 px wide, 4-8 % of the pixels), text (about 7 %) and 50 % random pixels.
@@ -9,6 +10,13 @@ DIP runs the default preset (which returns every unpainted pixel exactly); bihar
 scikit-image's, Telea and Navier-Stokes are OpenCV's. PSNR inside the mask and over the image,
 SSIM over the image, seconds, and DIP's iterations. Writes ``results.csv``, ``table.md`` and one
 picture per image and mask (input, DIP, biharmonic, truth) into ``--out``.
+
+``--curves`` measures the inpainting stop: each DIP run goes on to its cap with the held-out
+pixels in place but without stopping, logging the held-out error and the PSNR inside the mask
+of the running average at every iteration (``curves.csv``). The stopping rule is then replayed
+on the logged error for each ``--patience`` × ``--tolerance`` (``stops.csv``, ``stops.md``):
+where it stops, the iteration it keeps, the best iteration along the run and the PSNR of each.
+The DIP rows of the table are the preset's own rule (its patience and tolerance) replayed.
 """
 
 from __future__ import annotations
@@ -70,16 +78,65 @@ def ssim(truth: np.ndarray, result: np.ndarray) -> float:
     return float(structural_similarity(truth, result, channel_axis=-1 if truth.ndim == 3 else None, data_range=255))
 
 
-def methods(image: np.ndarray, fill: np.ndarray, threads: int) -> dict[str, tuple[np.ndarray, float, dict]]:
+def dip_curve(image: np.ndarray, fill: np.ndarray, truth: np.ndarray, threads: int, iterations: int | None) -> dict:
+    """One default-preset run to its cap, never stopping: per iteration the held-out error, the
+    PSNR inside the mask of the average and the seconds so far, and every average."""
+    from napari_dip.core import restore_iter
+
+    log = dict(signal=[], psnr_mask=[], seconds=[], images=[])
+    run = restore_iter(image, "inpaint", mask=fill, threads=threads, preview_seconds=None, preview_iterations=1,
+                       stop_patience=10**9, auto_stop=True, iterations=iterations)
+    start = time.perf_counter()
+    for event in run:
+        if event.preview is None:
+            continue
+        log["signal"].append(event.signal if event.signal is not None else float("nan"))
+        log["psnr_mask"].append(psnr(truth, event.preview, fill))
+        log["seconds"].append(time.perf_counter() - start)
+        log["images"].append(event.preview)
+    return log
+
+
+def replay(signal: list[float], patience: int, tolerance: float, min_iterations: int) -> tuple[int, int]:
+    """(iterations run, iteration kept) of the held-out rule on a logged error curve (1-based)."""
+    from napari_dip.core.stopping import HoldoutStopper
+
+    stopper = HoldoutStopper(patience, min_iterations, tolerance)
+    for iteration, value in enumerate(signal):
+        stopper.observe(iteration, value)
+        if stopper.should_stop:
+            return iteration + 1, stopper.best_iteration + 1
+    return len(signal), (stopper.best_iteration + 1) if stopper.best_iteration >= 0 else len(signal)
+
+
+def methods(image: np.ndarray, fill: np.ndarray, threads: int, truth: np.ndarray | None = None,
+            stops: list | None = None, grid: tuple = (), iterations: int | None = None) -> dict[str, tuple[np.ndarray, float, dict]]:
     from skimage.restoration import inpaint_biharmonic
 
     from napari_dip.core import consume, restore_iter
+    from napari_dip.core.presets import preset_settings
 
     out = {}
     start = time.perf_counter()
-    result = consume(restore_iter(image, "inpaint", mask=fill, threads=threads, preview_seconds=None))
-    out["DIP default"] = (result.image, time.perf_counter() - start,
-                          {"iterations": result.iterations, "stop": result.stop_reason})
+    if stops is None:
+        result = consume(restore_iter(image, "inpaint", mask=fill, threads=threads, preview_seconds=None))
+        out["DIP default"] = (result.image, time.perf_counter() - start,
+                              {"iterations": result.iterations, "stop": result.stop_reason})
+    else:
+        log = dip_curve(image, fill, truth, threads, iterations)
+        settings = preset_settings("inpaint")
+        best = int(np.argmax(log["psnr_mask"])) + 1
+        cap = len(log["signal"])
+        for patience, tolerance in grid:
+            ran, kept = replay(log["signal"], patience, tolerance, settings.min_iterations)
+            stops.append(dict(patience=patience, tolerance=tolerance, stopped=ran, kept=kept, best=best, cap=cap,
+                              psnr_kept=round(log["psnr_mask"][kept - 1], 2), psnr_best=round(log["psnr_mask"][best - 1], 2),
+                              psnr_cap=round(log["psnr_mask"][-1], 2), seconds_stop=round(log["seconds"][ran - 1], 1),
+                              seconds_cap=round(log["seconds"][-1], 1)))
+        ran, kept = replay(log["signal"], settings.stop_patience, settings.stop_tolerance, settings.min_iterations)
+        out["DIP default"] = (log["images"][kept - 1], log["seconds"][ran - 1],
+                              {"iterations": ran, "kept": kept, "best": best, "psnr_mask_cap": round(log["psnr_mask"][-1], 2)})
+        out["_curve"] = log
     start = time.perf_counter()
     bh = inpaint_biharmonic(image / 255.0, fill, channel_axis=-1 if image.ndim == 3 else None)
     out["biharmonic"] = (np.clip(bh * 255, 0, 255).round().astype(np.uint8), time.perf_counter() - start, {})
@@ -107,16 +164,31 @@ def main() -> None:
     parser.add_argument("--masks", nargs="*", default=["strokes", "text", "random50"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/inpaint_masks"))
+    parser.add_argument("--curves", action="store_true", help="log each DIP run to its cap and replay the stop rule")
+    parser.add_argument("--patience", type=int, nargs="*", default=[200, 300, 400, 600])
+    parser.add_argument("--tolerance", type=float, nargs="*", default=[0.0, 0.005, 0.01, 0.02])
+    parser.add_argument("--iterations", type=int, help="the DIP cap (default: the preset's)")
+    parser.add_argument("--images-first", action="store_true", help="loop over masks inside the image loop")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for kind in args.masks:
-        for index, name in enumerate(args.images):
+    rows: list[dict] = []
+    stops: list[dict] | None = [] if args.curves else None
+    grid = tuple((p, t) for p in args.patience for t in args.tolerance)
+    order = ([(kind, index, name) for index, name in enumerate(args.images) for kind in args.masks] if args.images_first
+             else [(kind, index, name) for kind in args.masks for index, name in enumerate(args.images)])
+    for kind, index, name in order:
             truth = load(name, args.size)
             fill = mask_for(kind, args.size, seed=index)
             damaged = truth.copy()
             damaged[fill] = 255
-            results = methods(damaged, fill, args.threads)
+            first = len(stops) if stops is not None else 0
+            results = methods(damaged, fill, args.threads, truth, stops, grid, args.iterations)
+            curve = results.pop("_curve", None)
+            if curve is not None:
+                for stop in stops[first:]:
+                    stop.update(mask=kind, image=name)
+                _write_curve(args.out / "curves.csv", kind, name, curve)
+                _write_stops(args.out, stops)
             for method, (result, seconds, extra) in results.items():
                 assert np.array_equal(result[~fill], damaged[~fill]), f"{method} changed known pixels"
                 row = dict(mask=kind, image=name, coverage=round(float(fill.mean()), 3), method=method,
@@ -127,6 +199,47 @@ def main() -> None:
             picture(args.out / f"{name}_{kind}.png",
                     [damaged, results["DIP default"][0], results["biharmonic"][0], truth])
             _write(args.out, rows)
+
+
+def _write_curve(path: Path, kind: str, name: str, curve: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["mask", "image", "iteration", "heldout_mse", "psnr_mask", "seconds"])
+        for i, (signal, value, seconds) in enumerate(zip(curve["signal"], curve["psnr_mask"], curve["seconds"])):
+            writer.writerow([kind, name, i + 1, f"{signal:.6g}", f"{value:.3f}", f"{seconds:.2f}"])
+
+
+def _write_stops(out: Path, stops: list[dict]) -> None:
+    from napari_dip.core.presets import preset_settings
+
+    with open(out / "stops.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(stops[0]))
+        writer.writeheader()
+        writer.writerows(stops)
+    settings = preset_settings("inpaint")
+    lines = ["Each setting of the rule replayed on every logged run: mean gap of the kept average to the best "
+             "PSNR along the run (in the mask), worst gap, mean gap at the cap, mean share of the cap's time saved.",
+             "", "| patience | tolerance | mean gap dB | worst gap dB | cap's mean gap dB | time saved | runs |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for patience, tolerance in dict.fromkeys((s["patience"], s["tolerance"]) for s in stops):
+        group = [s for s in stops if s["patience"] == patience and s["tolerance"] == tolerance]
+        gaps = [s["psnr_best"] - s["psnr_kept"] for s in group]
+        saved = np.mean([1 - s["seconds_stop"] / s["seconds_cap"] for s in group])
+        cap_gap = np.mean([s["psnr_best"] - s["psnr_cap"] for s in group])
+        mark = " (preset)" if (patience, tolerance) == (settings.stop_patience, settings.stop_tolerance) else ""
+        lines.append(f"| {patience}{mark} | {tolerance:g} | {np.mean(gaps):.2f} | {max(gaps):.2f} | {cap_gap:.2f} | "
+                     f"{saved:.0%} | {len(group)} |")
+    chosen = [s for s in stops if (s["patience"], s["tolerance"]) == (settings.stop_patience, settings.stop_tolerance)]
+    if chosen:
+        lines += ["", f"The preset's rule (patience {settings.stop_patience}, tolerance {settings.stop_tolerance:g}) per run:",
+                  "", "| mask | image | stopped at | kept | best | PSNR kept | PSNR best | PSNR at cap | s to stop | s to cap |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for s in chosen:
+            lines.append(f"| {s['mask']} | {s['image']} | {s['stopped']} | {s['kept']} | {s['best']} | {s['psnr_kept']} | "
+                         f"{s['psnr_best']} | {s['psnr_cap']} | {s['seconds_stop']} | {s['seconds_cap']} |")
+    (out / "stops.md").write_text("\n".join(lines) + "\n")
 
 
 def _write(out: Path, rows: list[dict]) -> None:

@@ -21,7 +21,7 @@ from .device import resolve_compile, resolve_precision
 from .networks import build_network
 from .operators import ForwardOperator
 from .presets import Settings
-from .stopping import WindowedVarianceStopper
+from .stopping import HoldoutStopper, WindowedVarianceStopper, holdout_pixels
 
 __all__ = ["Progress", "FitResult", "fit", "STOP_REASONS"]
 
@@ -54,6 +54,10 @@ class Progress:
     fraction: float | None = None
     part: str | None = None
     message: str | None = None
+    # The stopping rule's signal at this step (the windowed variance of the outputs, or for
+    # inpainting the average's error on held-out pixels) and its best iteration so far.
+    signal: float | None = None
+    best_iteration: int | None = None
 
     @property
     def done_fraction(self) -> float:
@@ -105,6 +109,7 @@ def fit(
     noise_sigma: float | None = None,
     code: torch.Tensor | None = None,
     network: torch.nn.Module | None = None,
+    fill: torch.Tensor | None = None,
 ) -> Generator[Progress, None, FitResult]:
     """Fit a fresh network to ``observation`` (1, C, h, w) through ``operator``; a volume
     (1, C, d, h, w) with a 3D network when ``out_shape`` has three sizes, the first
@@ -118,7 +123,9 @@ def fit(
     ``initial_state`` (a network ``state_dict`` from an earlier fit with the same settings)
     warm-starts the fit, e.g. from the previous plane of a stack; ``keep_state`` returns the
     final weights in ``FitResult.state`` for that purpose. ``noise_sigma`` (unit range) is the
-    observation's noise level, for automatic stopping's discrepancy rule (denoising).
+    observation's noise level, for automatic stopping's discrepancy rule (denoising). ``fill``
+    (the spatial shape, bool) marks the pixels to inpaint: with ``settings.stop_holdout`` and
+    automatic stopping, known pixels near it are held out of the fit to decide when to stop.
 
     ``code`` (1, input_depth, *out_shape) replaces the random input code (guided restoration: a
     guide image is the code); ``network`` replaces the skip network (network inversion without
@@ -165,7 +172,18 @@ def fit(
             raise ValueError("no pixel of the image is known: nothing to fit")
 
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
-    stopper = WindowedVarianceStopper.from_settings(settings, noise_sigma) if settings.auto_stop else None
+    stopper: WindowedVarianceStopper | HoldoutStopper | None = None
+    holdout = None
+    if settings.auto_stop and settings.stop_holdout > 0 and fill is not None and weight is not None:
+        holdout = holdout_pixels(known.bool().cpu(), fill.bool().cpu(), settings.stop_holdout, settings.stop_band, seed)
+    if holdout is not None:
+        stopper = HoldoutStopper.from_settings(settings)
+        holdout = tuple(index.to(device) for index in holdout)
+        weight[(0, 0, *holdout)] = 0
+        known_count = weight.sum() * observation.shape[1]
+        holdout_truth = observation[0][(slice(None), *holdout)]
+    elif settings.auto_stop:
+        stopper = WindowedVarianceStopper.from_settings(settings, noise_sigma)
 
     average: torch.Tensor | None = None
     held: torch.Tensor | None = None
@@ -224,7 +242,11 @@ def fit(
             elif checkpoint_loss == math.inf:
                 checkpoint_loss = loss_value
 
-        if stopper is not None and not backtracked:
+        if holdout is not None and not backtracked:
+            error = float((average[0][(slice(None), *holdout)] - holdout_truth).square().mean())
+            if stopper.observe(iteration, error):
+                held = average.clone()
+        elif stopper is not None and not backtracked:
             stopper.observe_loss(iteration, loss_value)
             stopper.observe(iteration, out)
             if stopper.snapshot_due:
@@ -255,6 +277,8 @@ def fit(
             preview=preview,
             output=output,
             backtracked=backtracked,
+            signal=_signal(stopper),
+            best_iteration=(stopper.best_iteration + 1) if stopper is not None and stopper.best_iteration >= 0 else None,
         )
         if stopping:
             stop_reason = "auto"
@@ -262,8 +286,10 @@ def fit(
 
     if average is None:
         raise RuntimeError("the fit produced no valid output: every step diverged")
-    # Stopped because noise was being fitted: the average from before that started.
-    final = held if stop_reason == "auto" and stopper.stop_kind == "noise" and held is not None else average
+    # Stopped because noise was being fitted: the average from before that started; inpainting:
+    # the average whose error on the held-out pixels was lowest.
+    rewind = holdout is not None or (stop_reason == "auto" and stopper.stop_kind == "noise")
+    final = held if rewind and held is not None else average
     return FitResult(
         image=_to_numpy(final),
         iterations=iteration + 1,
@@ -294,7 +320,16 @@ def _eta(done: int, settings: Settings, stopper: WindowedVarianceStopper | None,
     recent = step_times[-20:]
     per_step = sorted(recent)[len(recent) // 2]
     remaining = settings.iterations - done
-    if stopper is not None and stopper.best_iteration >= 0:
-        by_patience = stopper.best_iteration + 1 + stopper.patience - done
+    since = getattr(stopper, "clock_iteration", getattr(stopper, "best_iteration", -1))
+    if stopper is not None and since >= 0:
+        by_patience = since + 1 + stopper.patience - done
         remaining = min(remaining, max(by_patience, settings.min_iterations - done, 0))
     return remaining * per_step
+
+
+def _signal(stopper) -> float | None:
+    """The stopping rule's current value, where it has one."""
+    if stopper is None:
+        return None
+    value = stopper.signal if isinstance(stopper, HoldoutStopper) else stopper.variance
+    return value if math.isfinite(value) else None

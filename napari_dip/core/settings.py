@@ -53,12 +53,13 @@ def _one_of(value, name: str, choices: tuple[str, ...]) -> str:
 _INTEGERS = {
     "iterations": (1, None), "input_depth": (1, 4096), "channels": (1, 4096), "scales": (1, 12),
     "skip_channels": (0, 4096), "stop_window": (2, None), "stop_patience": (1, None),
-    "min_iterations": (0, None), "checkpoint_every": (1, None),
+    "min_iterations": (0, None), "checkpoint_every": (1, None), "stop_band": (1, 4096),
 }
 _REALS = {
     "lr": dict(low=0, high=10, low_open=True), "reg_noise_std": dict(low=0, high=10),
     "input_scale": dict(low=0, high=1e3, low_open=True), "ema": dict(low=0, high=1, high_open=True),
     "stop_rise": dict(low=0), "stop_discrepancy": dict(low=0, high=10), "backtrack_ratio": dict(low=1, low_open=True),
+    "stop_holdout": dict(low=0, high=0.5), "stop_tolerance": dict(low=0, high=1, high_open=True),
 }
 
 
@@ -88,6 +89,12 @@ class Settings:
     # Denoising: also stop once the smoothed loss falls below this share of the noise variance
     # estimated from the image (0: off). See napari_dip/core/stopping.py.
     stop_discrepancy: float = 0.85
+    # Inpainting: hold this share of the known pixels within ``stop_band`` pixels of the fill out
+    # of the fit, and stop once the average's error on them has not fallen by ``stop_tolerance``
+    # (relative) for ``stop_patience`` iterations (0: off, the variance rule instead).
+    stop_holdout: float = 0.0
+    stop_band: int = 16
+    stop_tolerance: float = 0.01
     min_iterations: int = 200
     precision: str = "float32"  # or "bfloat16", "float16", "auto" (fastest native one)
     channels_last: bool = False

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["WindowedVarianceStopper", "estimate_noise_sigma"]
+__all__ = ["WindowedVarianceStopper", "HoldoutStopper", "holdout_pixels", "estimate_noise_sigma"]
 
 
 def estimate_noise_sigma(image: np.ndarray) -> float:
@@ -179,3 +179,75 @@ class WindowedVarianceStopper:
     @property
     def should_stop(self) -> bool:
         return self.stop_kind is not None
+
+
+class HoldoutStopper:
+    """Inpainting's stop: the running average's error on known pixels held out of the fit.
+
+    The pixels to fill have no observation, so nothing in the fit says how good the fill is.
+    Known pixels next to the fill that the fit never sees are filled by the same network in the
+    same way, and their error is measurable: it falls while the network fills in structure and
+    stops falling (or rises) once it only sharpens what it has. ``observe`` takes that error each
+    iteration and returns True at a new lowest value (keep the average now); the run stops once
+    ``patience`` iterations pass without the error falling ``tolerance`` (relative) below the
+    value that last reset the clock. The result is the average at the lowest error.
+    """
+
+    stop_kind = "settled"
+
+    def __init__(self, patience: int = 400, min_iterations: int = 200, tolerance: float = 0.01) -> None:
+        self.patience = patience
+        self.min_iterations = min_iterations
+        self.tolerance = tolerance
+        self.best_iteration = -1
+        self.best_value = float("inf")
+        self.signal = float("inf")
+        self._clock_value = float("inf")
+        self.clock_iteration = -1
+        self._iteration = -1
+
+    @classmethod
+    def from_settings(cls, settings) -> HoldoutStopper:
+        return cls(settings.stop_patience, settings.min_iterations, settings.stop_tolerance)
+
+    def observe(self, iteration: int, value: float) -> bool:
+        self._iteration = iteration
+        self.signal = value
+        if iteration + 1 < self.min_iterations // 2 or not np.isfinite(value):
+            return False
+        if value < self._clock_value * (1 - self.tolerance):
+            self._clock_value = value
+            self.clock_iteration = iteration
+        if value < self.best_value:
+            self.best_value = value
+            self.best_iteration = iteration
+            return True
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return (self._iteration + 1 >= self.min_iterations and self.clock_iteration >= 0
+                and self._iteration - self.clock_iteration >= self.patience)
+
+
+def holdout_pixels(known: torch.Tensor, fill: torch.Tensor, share: float, band: int, seed: int,
+                   minimum: int = 16) -> tuple[torch.Tensor, ...] | None:
+    """Coordinates (one index tensor per spatial axis) of ``share`` of the ``known`` pixels
+    within ``band`` pixels of ``fill`` (both bool, spatial shape), chosen with ``seed``; None
+    when fewer than ``minimum`` such pixels can be held out (too little to judge by)."""
+    near = fill[None, None].float()
+    pool = torch.nn.functional.max_pool2d if fill.dim() == 2 else torch.nn.functional.max_pool3d
+    for axis in range(fill.dim()):
+        # Separable dilation: a (2·band+1)-long window along one axis at a time.
+        kernel = [1] * fill.dim()
+        kernel[axis] = 2 * band + 1
+        padding = [0] * fill.dim()
+        padding[axis] = band
+        near = pool(near, kernel_size=kernel, stride=1, padding=padding)
+    candidates = torch.nonzero(near[0, 0].bool() & known, as_tuple=False)
+    count = min(max(round(share * len(candidates)), minimum), len(candidates) // 2)
+    if count < minimum:
+        return None
+    generator = torch.Generator().manual_seed(seed + 7919)
+    chosen = candidates[torch.randperm(len(candidates), generator=generator)[:count]]
+    return tuple(chosen[:, axis] for axis in range(fill.dim()))
