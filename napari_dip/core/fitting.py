@@ -193,8 +193,10 @@ def fit_array(
     inside = tuple(slice(0, n) for n in spatial)
     known = np.zeros(padded.shape[1:], dtype=bool)
     known[inside] = True
+    fill_padded = np.zeros(padded.shape[1:], dtype=bool)
     if fill is not None:
         known[inside] &= ~fill
+        fill_padded[inside] = fill
     operator = spec.build(~known, options.scale, options.psf)
     out_inside = (slice(None),) + tuple(slice(0, n * factor) for n in spatial)
     out_shape = tuple(n * factor for n in padded.shape[1:])
@@ -236,6 +238,7 @@ def fit_array(
             depth_scales=depth_scales,
             noise_sigma=noise_sigma,
             code=None if code is None else torch.from_numpy(code)[None],
+            fill=torch.from_numpy(fill_padded) if fill is not None else None,
         )
         result = yield from relay(run, _with_output_previews(to_output))
     return Restoration(

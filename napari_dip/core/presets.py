@@ -28,6 +28,10 @@ _DEFAULT_CAPS = {"denoise": 2400, "inpaint": 2000}
 # 31.15 by the paper's 6001 iterations (hence the cap above; docs/benchmarks.md).
 _DEFAULT_PRECISION = {"inpaint": "float32"}
 
+# Inpainting's stop: known pixels near the fill held out of the fit judge it
+# (napari_dip/core/stopping.py HoldoutStopper; benchmarks/inpaint_masks.py --curves).
+_DEFAULT_STOPS = {"inpaint": dict(stop_holdout=0.05, stop_patience=300, stop_tolerance=0.01)}
+
 
 def _default_from_paper(task: str, paper: Settings) -> Settings:
     """The paper's optimisation on a network half as wide (a quarter as wide at full resolution),
@@ -45,6 +49,7 @@ def _default_from_paper(task: str, paper: Settings) -> Settings:
         channels_last=True,
         compile="auto",
         auto_stop=True,
+        **_DEFAULT_STOPS.get(task, {}),
     )
 
 
