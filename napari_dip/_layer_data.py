@@ -14,6 +14,8 @@ import numpy as np
 
 __all__ = [
     "LayerDataTuple",
+    "MIN_REGION",
+    "Region",
     "Selection",
     "StackSelection",
     "contrast_limits_for",
@@ -31,6 +33,74 @@ __all__ = [
 ]
 
 LayerDataTuple = tuple[np.ndarray, dict[str, Any], str]
+
+# Fewest pixels a region may have along each side: a network with a handful of pixels to fit
+# learns nothing useful, and a one-pixel slip of the mouse should not start a run.
+MIN_REGION = 8
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of an image's spatial plane, ``rows`` and ``columns`` as (start, stop) pixel
+    indices: what a region run restores, and where its result goes."""
+
+    rows: tuple[int, int]
+    columns: tuple[int, int]
+
+    @classmethod
+    def around(cls, points: Any, spatial_shape: Sequence[int]) -> Region:
+        """The pixels whose centres lie within the bounding box of ``points`` (N, 2): (row,
+        column) positions in the image's data coordinates, where pixel ``i`` is centred on ``i``.
+
+        Clipped to the image; one sentence if it has fewer than :data:`MIN_REGION` pixels a side.
+        """
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        if points.size == 0 or not np.isfinite(points).all():
+            raise ValueError("the region has no corners: draw a rectangle in the Shapes layer")
+        low, high = points.min(axis=0), points.max(axis=0)
+        start = np.clip(np.ceil(low - 1e-6), 0, spatial_shape).astype(int)
+        stop = np.clip(np.floor(high + 1e-6) + 1, 0, spatial_shape).astype(int)
+        region = cls((int(start[0]), int(stop[0])), (int(start[1]), int(stop[1])))
+        height, width = region.shape
+        if height <= 0 or width <= 0:
+            raise ValueError(
+                f"the region lies outside the image ({spatial_shape[0]}×{spatial_shape[1]} pixels): "
+                "draw the rectangle over it"
+            )
+        if min(height, width) < MIN_REGION:
+            raise ValueError(
+                f"the region is {height}×{width} pixels: draw a rectangle at least {MIN_REGION} pixels each way"
+            )
+        return region
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows[1] - self.rows[0], self.columns[1] - self.columns[0]
+
+    def covers(self, spatial_shape: Sequence[int]) -> bool:
+        """Whether the region is the whole plane."""
+        return self.rows == (0, spatial_shape[0]) and self.columns == (0, spatial_shape[1])
+
+    def crop(self, data: Any, *, rgb: bool = False) -> Any:
+        """``data`` (..., H, W), or (..., H, W, C) when ``rgb``, cut to the region: a view of an
+        array (a lazy slice of a dask or zarr one), copied later by the ``select_*`` functions."""
+        index = (Ellipsis, slice(*self.rows), slice(*self.columns))
+        return data[index + (slice(None),) if rgb else index]
+
+    def translate(self, scale: Sequence[float], translate: Sequence[float]) -> tuple[float, ...]:
+        """``translate`` (of the axes a result keeps, the spatial ones last) moved so that a layer
+        of the region's pixels sits exactly over them."""
+        moved = [float(t) for t in translate]
+        moved[-2] += self.rows[0] * float(scale[-2])
+        moved[-1] += self.columns[0] * float(scale[-1])
+        return tuple(moved)
+
+    def label(self) -> str:
+        """``rows 10-60, columns 20-70`` (stops exclusive, as in a slice)."""
+        return f"rows {self.rows[0]}-{self.rows[1]}, columns {self.columns[0]}-{self.columns[1]}"
+
+    def as_metadata(self) -> dict[str, list[int]]:
+        return {"rows": list(self.rows), "columns": list(self.columns)}
 
 
 @dataclass(frozen=True)
@@ -303,13 +373,16 @@ def volume_mask(labels: Any, *, image_shape: Sequence[int], rgb: bool, selection
 
 
 def result_name(
-    source: str, task: str, factor: int = 1, plane: dict[int, int] | None = None, volume: bool = False
+    source: str, task: str, factor: int = 1, plane: dict[int, int] | None = None, volume: bool = False,
+    region: Region | None = None,
 ) -> str:
     """``cells (DIP denoise)``, ``cells (DIP sr ×4)``, ``stack (DIP denoise, plane 0=5)``,
-    ``stack (DIP denoise 3D)``."""
+    ``stack (DIP denoise 3D)``, ``cells (DIP denoise, rows 10-60, columns 20-70)``."""
     label = f"DIP {task}" + (f" ×{factor}" if factor > 1 else "") + (" 3D" if volume else "")
     if plane:
         label += ", plane " + " ".join(f"{axis}={index}" for axis, index in plane.items())
+    if region is not None:
+        label += ", " + region.label()
     return f"{source} ({label})"
 
 

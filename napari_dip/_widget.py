@@ -14,14 +14,13 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,16 +36,13 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from ._curve import LossCurve
+from ._estimate import Calibration, Estimate, describe_device, estimate_run, format_seconds
 from ._layer_data import (
-    LayerDataTuple,
-    Selection,
-    StackSelection,
-    contrast_limits_for,
+    Region,
     fill_mask,
     mask_score,
     new_mask_name,
-    result_layer_data,
-    result_name,
     select_input,
     select_stack,
     select_volume,
@@ -54,8 +50,19 @@ from ._layer_data import (
     volume_mask,
 )
 from ._process import run_in_process
-from ._run import Kept, carries_preview, drive, ends_a_plane
+from ._run import CurveHistory, Kept, carries_preview, drive, ends_a_plane
+from ._widget_parts import (
+    PREVIEW_KEY,
+    LayerComboBox,
+    RunPlan,
+    StackResultLayer,
+    add_image_quietly,
+    is_preview,
+    planned_settings,
+    unwrapped,
+)
 from ._widget_settings import load_settings, save_settings
+from .core.presets import PRESETS
 from .core.tasks import task_spec, widget_choices
 
 if TYPE_CHECKING:
@@ -63,6 +70,8 @@ if TYPE_CHECKING:
 
     from .core import Progress, Restoration, Settings
     from .core.stacks import PlaneProgress, StackRestoration
+
+_format_seconds = format_seconds  # the widget's name for it, kept for callers
 
 __all__ = ["TASK_CHOICES", "LayerComboBox", "RestorationWidget", "RunPlan", "StackResultLayer"]
 
@@ -88,220 +97,33 @@ PREVIEW_SECONDS = 2.0
 # stalls a fit running on both cores (benchmarks/widget_speed.py).
 REPORT_SECONDS = 0.3
 
-# Metadata key that marks the layer a run's previews go to: no picker offers it as an input.
-PREVIEW_KEY = "napari_dip_preview"
-
 IDLE_STATUS = "Pick an image and a task, then press Run."
 
 # The core's "compile" setting; "auto" (the default, as in the core) compiles only where the
 # run's pixels × iterations repay the compile (napari_dip.core.device.resolve_compile).
 COMPILE_CHOICES = ("auto", "off", "on")
 
-# Resolution of the progress bar over a whole stack: it follows the time-based fraction done,
-# which moves within a plane, not only when a plane ends.
+# Resolution of the progress bar over a whole stack, or a run that stops by itself: it follows
+# the time-based fraction done, which moves within a plane, not only when a plane ends.
 STACK_PROGRESS_STEPS = 1000
 
+# The Preset menu, in order of cost, with what each one is.
+PRESET_CHOICES: tuple[tuple[str, str], ...] = (
+    ("fast", "a network half as wide as default's, half its iteration cap: a first look "
+             "(128² astronaut, σ 25: see benchmarks/results/presets_fast)"),
+    ("default", "the paper's optimisation on a narrower network, stopping by itself"),
+    ("paper", "the official Deep Image Prior settings: the widest network, fixed iteration counts"),
+)
 
-@dataclass(frozen=True)
-class RunPlan:
-    """Everything a run needs, read from the layers on the GUI thread before it starts, so the
-    result can be placed even if the input layer is changed or removed meanwhile."""
+# The Region menu's entry for the part of the image the canvas shows.
+CURRENT_VIEW = "current view"
 
-    source: str
-    task: str
-    factor: int
-    selection: Selection | StackSelection
-    scale: tuple[float, ...]
-    translate: tuple[float, ...]
-    rgb: bool
-    colormap: str | None
-    contrast_limits: tuple[float, float]
-    core_kwargs: dict[str, Any]
-    volume: bool = False
+# Estimates before Run and the cost next to each preset are recomputed this long after the last
+# change (a drag of the view or of a rectangle sends many).
+ESTIMATE_DELAY_MS = 150
 
-    @property
-    def name(self) -> str:
-        return result_name(self.source, self.task, self.factor, self.selection.plane, self.volume)
-
-    @property
-    def all_planes(self) -> bool:
-        return isinstance(self.selection, StackSelection)
-
-    def layer_data(self, image: np.ndarray, name: str, metadata: dict | None = None) -> LayerDataTuple:
-        return result_layer_data(
-            image, name=name, scale=self.scale, translate=self.translate, factor=self.factor,
-            rgb=self.rgb, colormap=self.colormap, reference_limits=self.contrast_limits, metadata=metadata,
-        )
-
-
-def _unwrapped(layer: Any) -> Any:
-    """The layer itself, where napari handed over a proxy of it.
-
-    napari gives a plugin's widget a ``PublicOnlyProxy`` of the viewer (a ``wrapt.ObjectProxy``):
-    what its methods return (``add_labels``, ``selection.active``) are proxies, while iterating its
-    layer list gives the layers themselves, so one layer arrives as two objects and an identity
-    check between them fails. ``__wrapped__`` is wrapt's public way back to the object.
-    """
-    return getattr(layer, "__wrapped__", layer)
-
-
-def _is_preview(layer: Any) -> bool:
-    return layer.metadata.get(PREVIEW_KEY) is True
-
-
-def _add_image_quietly(viewer: napari.viewer.Viewer, data: np.ndarray, meta: dict[str, Any], *,
-                       visible: bool = True) -> Image:
-    """Add an image layer, leaving the user's layer selection (and so the layer controls shown)
-    as it was: a run's layers appear as they go, and must not take the controls away."""
-    selection = set(viewer.layers.selection)
-    active = viewer.layers.selection.active
-    layer = _unwrapped(viewer.add_image(data, visible=visible, **meta))
-    viewer.layers.selection.clear()
-    viewer.layers.selection.update(selection)
-    viewer.layers.selection.active = active
-    return layer
-
-
-def _planned_settings(plan: RunPlan) -> dict[str, Any]:
-    """The settings a run starts with, resolved as the core resolves them: those of a single
-    image's fit, or of a stack's first plane (warm-started planes then run fewer iterations at a
-    lower learning rate, as the final metadata records)."""
-    from .core import Settings, resolve_settings
-
-    names = {field.name for field in fields(Settings)} - {"iterations"}
-    kwargs = plan.core_kwargs
-    advanced = {name: value for name, value in kwargs.items() if name in names}
-    return resolve_settings(plan.task, scale=kwargs.get("scale"), iterations=kwargs["iterations"], **advanced).as_dict()
-
-
-class StackResultLayer:
-    """The result layer of an all-planes run: added, all zeros, when the run starts, and filled
-    as planes finish, so finished planes can be looked at (and are kept) before the stack ends.
-
-    Only the widget's worker-signal handlers call it: the layer is only touched on the GUI thread.
-    """
-
-    def __init__(self, viewer: napari.viewer.Viewer, plan: RunPlan):
-        from .core.layout import Layout
-
-        self._viewer = viewer
-        self._plan = plan
-        stack = plan.selection.image
-        # The core's own layout, so that an event's plane position maps to the same place here.
-        self._layout = Layout.of(tuple(stack.shape), plan.selection.channel_axis)
-        self.planes = self._layout.planes
-        self.finished = 0
-        metadata = {
-            "source_layer": plan.source,
-            "task": plan.task,
-            "planes": self.planes,
-            "planes_finished": 0,
-            "warm_start": plan.core_kwargs["warm_start"],
-            "seed": plan.core_kwargs["seed"],
-            "device": plan.core_kwargs["device"],
-            "threads": plan.core_kwargs["threads"],
-            "settings": _planned_settings(plan),
-        }
-        placeholder = np.zeros(self._layout.output_shape(plan.factor), dtype=stack.dtype)
-        data, meta, _ = plan.layer_data(placeholder, plan.name, metadata)
-        # Display limits from the first input plane rather than the zeros: a restored plane keeps
-        # its input's range, and limits that change as planes arrive would undo the user's.
-        first_plane = np.asarray(stack[self._layout.index(next(self._layout.positions()))])
-        meta["contrast_limits"] = contrast_limits_for(first_plane, plan.contrast_limits)
-        self._layer: Image | None = _add_image_quietly(viewer, data, meta)
-
-    def live_layer(self) -> Image | None:
-        """The result layer, unless the user has deleted it during the run."""
-        layer = self._layer
-        return layer if layer is not None and layer in self._viewer.layers else None
-
-    def fill(self, event: PlaneProgress) -> None:
-        """Put a finished plane into the layer and show it."""
-        self.finished = event.plane + 1
-        layer = self.live_layer()
-        if layer is None:
-            return
-        layer.data[self._layout.index(event.index)] = event.restored
-        layer.metadata["planes_finished"] = self.finished
-        layer.refresh()
-
-    def complete(self, result: StackRestoration) -> None:
-        """Record how every plane's fit ran; re-add the result if its layer was deleted meanwhile."""
-        metadata = {**result.metadata(), "source_layer": self._plan.source, "planes_finished": self.planes}
-        layer = self.live_layer()
-        if layer is None:
-            data, meta, _ = self._plan.layer_data(result.image, self._plan.name, metadata)
-            self._layer = _add_image_quietly(self._viewer, data, meta)
-        else:
-            layer.metadata = metadata
-
-    def stop(self, reason: str) -> str:
-        """End a run that did not finish: keep the finished planes, noting ``reason`` and how many
-        there are in the layer's metadata, or remove the layer when none finished. Returns what
-        became of the result, for the user."""
-        layer = self.live_layer()
-        if layer is None:
-            return "the result layer had been deleted"
-        if self.finished == 0:
-            self._viewer.layers.remove(layer)
-            return "no plane was finished, so no layer was added"
-        layer.metadata = {**layer.metadata, "planes_finished": self.finished, "stopped": reason}
-        kept = f"{self.finished} of {self.planes}"
-        return f"{layer.name!r} keeps the planes that were finished, {kept}; the others are zero"
-
-
-class LayerComboBox(QComboBox):
-    """A layer picker that follows the viewer's layer list and keeps its choice while it exists.
-
-    It holds the layers themselves, never napari's proxies of them (see ``_unwrapped``).
-    """
-
-    def __init__(self, layer_type: type, *, none_text: str | None = None, auto_pick: bool = True,
-                 exclude: Callable[[Any], bool] | None = None):
-        super().__init__()
-        self._layer_type = layer_type
-        self._none_text = none_text
-        self._auto_pick = auto_pick
-        self._exclude = exclude
-        # Long layer names must not set the dock's minimum width: they are elided instead.
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
-
-    def refresh(self, layers: Any) -> None:
-        current = self.value()
-        candidates = [
-            _unwrapped(layer) for layer in layers
-            if isinstance(layer, self._layer_type) and not (self._exclude and self._exclude(layer))
-        ]
-        self.blockSignals(True)
-        self.clear()
-        if self._none_text is not None:
-            self.addItem(self._none_text, None)
-        for layer in candidates:
-            self.addItem(layer.name, layer)
-        if any(layer is current for layer in candidates):
-            self.set_value(current)
-        elif self._auto_pick and candidates:
-            self.set_value(candidates[-1])
-        self.blockSignals(False)
-        if self.value() is not current:
-            self.currentIndexChanged.emit(self.currentIndex())
-
-    def value(self) -> Any:
-        return self.currentData()
-
-    def layers(self) -> list[Any]:
-        """The layers offered, in the layer list's order."""
-        return [self.itemData(index) for index in range(self.count()) if self.itemData(index) is not None]
-
-    def set_value(self, layer: Any) -> bool:
-        """Choose ``layer`` (None: the none entry); False if it is not offered."""
-        layer = _unwrapped(layer)
-        for index in range(self.count()):
-            if self.itemData(index) is layer:
-                self.setCurrentIndex(index)
-                return True
-        return False
+# What the last runs' steps took against the table, kept while napari runs (a reopened dock too).
+_CALIBRATION = Calibration()
 
 
 def _warm_up_torch() -> None:
@@ -319,19 +141,6 @@ def _warm_up_torch() -> None:
 
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     gc.collect()
-
-
-def _format_seconds(seconds: float) -> str:
-    """``4.2 s``, ``42 s``, ``12 min 05 s``, ``2 h 08 min``: as precise as a reader needs."""
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _shows(box: QSpinBox | QDoubleSpinBox, value: float) -> bool:
@@ -387,7 +196,15 @@ class RestorationWidget(QWidget):
         self._plan: RunPlan | None = None
         self._preview_layer: Image | None = None
         self._stack_result: StackResultLayer | None = None
+        # The estimate the run under way was started with, to correct the next ones by.
+        self._run_estimate: Estimate | None = None
+        # Whether the run under way stops by itself: its bar then follows time, not iterations.
+        self._run_auto = False
         self.preview_seconds = PREVIEW_SECONDS
+        self._estimate_timer = QTimer(self)
+        self._estimate_timer.setSingleShot(True)
+        self._estimate_timer.setInterval(ESTIMATE_DELAY_MS)
+        self._estimate_timer.timeout.connect(self._update_estimate)
 
         self._build_inputs()
         self._build_options(available_devices())
@@ -403,16 +220,22 @@ class RestorationWidget(QWidget):
             emitter.connect(self._refresh_layers)
         self._viewer.dims.events.current_step.connect(self._update_plane_note)
         self._viewer.layers.selection.events.active.connect(self._follow_selection)
+        # The current view (and so its estimate) moves with the camera; corner pixels follow a draw.
+        camera = self._viewer.scene.camera if hasattr(self._viewer, "scene") else self._viewer.camera  # napari < 0.9
+        for emitter in (camera.events.center, camera.events.zoom):
+            emitter.connect(self._view_moved)
         # A run must not outlive the widget (closing napari mid-run): the worker checks this flag.
         self.destroyed.connect(self._cancel.set)
         self._refresh_layers()
         # The pickers only signal a change of layer; with none at all, the stack rows must hide too.
         self._on_image_changed()
+        self._on_device_changed()
 
     # --- construction -------------------------------------------------------------------------
 
     def _build_inputs(self) -> None:
-        self.image_picker = LayerComboBox(Image, exclude=_is_preview)
+        self.image_picker = LayerComboBox(Image, exclude=is_preview)
+        self.image_picker.setToolTip("The image layer to restore; it is never changed (the result is a new layer)")
         self.image_picker.currentIndexChanged.connect(self._on_image_changed)
         self.plane_note = QLabel()
         self.plane_note.setWordWrap(True)
@@ -437,13 +260,37 @@ class RestorationWidget(QWidget):
         self.task_picker = QComboBox()
         for label, task, factor in TASK_CHOICES:
             self.task_picker.addItem(label, (task, factor))
+        self.task_picker.setToolTip("What to do to the image: the forward model the network's output is fitted through")
         self.task_picker.currentIndexChanged.connect(self._on_task_changed)
+        self.preset_picker = QComboBox()
+        for index, (name, description) in enumerate(PRESET_CHOICES):
+            self.preset_picker.addItem(name, name)
+            self.preset_picker.setItemData(index, f"{name}: {description}", Qt.ItemDataRole.ToolTipRole)
+        self.preset_picker.setCurrentIndex(1)
+        self.preset_picker.setToolTip(
+            "fast: a narrow network, half the iterations, for a first look; default: stops by itself; "
+            "paper: the official settings (slow). The time each takes on this image is shown next to it."
+        )
+        self.preset_picker.currentIndexChanged.connect(self._on_preset_changed)
+        self.preset_costs = QLabel()
+        self.preset_costs.setWordWrap(True)
+        self.preset_costs.setToolTip("What each preset would take on the chosen image, region and device")
+        self.region_picker = LayerComboBox(Shapes, none_text="whole image", auto_pick=False,
+                                           extra=((CURRENT_VIEW, CURRENT_VIEW),))
+        self.region_picker.setToolTip(
+            "Restore only part of the image: a Shapes layer's selected rectangle (else its last shape), "
+            "or what the canvas shows now. The result is a layer over that part alone."
+        )
+        self.region_picker.currentIndexChanged.connect(self._on_region_changed)
+        self.new_region_button = QPushButton("New region")
+        self.new_region_button.setToolTip("Add a Shapes layer over the image and start drawing a rectangle")
+        self.new_region_button.clicked.connect(self.new_region)
         self.mask_picker = LayerComboBox(Labels, none_text="(none)")
         self.mask_picker.setToolTip("Labels layer whose painted pixels (label above 0) are filled in")
         self.new_mask_button = QPushButton("New mask")
         self.new_mask_button.setToolTip("Add an empty labels layer over the image and start painting")
         self.new_mask_button.clicked.connect(self.new_mask)
-        self.psf_picker = LayerComboBox(Image, none_text="(none)", auto_pick=False, exclude=_is_preview)
+        self.psf_picker = LayerComboBox(Image, none_text="(none)", auto_pick=False, exclude=is_preview)
         self.psf_picker.setToolTip("2D image layer holding the blur kernel (point-spread function)")
 
     def _build_options(self, devices: list[str]) -> None:
@@ -453,6 +300,7 @@ class RestorationWidget(QWidget):
         self.iterations.setSpecialValueText("auto")
         self.iterations.setToolTip("auto: the preset's count, stopping early once the output stops improving")
         self.iterations.valueChanged.connect(self._update_iterations_hint)
+        self.iterations.valueChanged.connect(self._schedule_estimate)
         self.iterations_hint = QLabel()
         self.iterations_hint.setWordWrap(True)
         self.advanced: dict[str, QSpinBox | QDoubleSpinBox] = {}
@@ -463,18 +311,25 @@ class RestorationWidget(QWidget):
                 box.setSingleStep(10 ** -(decimals - 1))
             box.setRange(low, high)
             box.setToolTip(tooltip)
+            box.valueChanged.connect(self._schedule_estimate)
             self.advanced[name] = box
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setToolTip("Same image, settings and seed give the same result")
         self.device = QComboBox()
         self.device.addItems(["auto", *devices])
+        self.device.setToolTip("Where the network runs: auto picks a GPU (cuda, then mps) if there is one, else CPU")
+        self.device.currentIndexChanged.connect(self._on_device_changed)
+        self.device_note = QLabel()
+        self.device_note.setWordWrap(True)
+        self.device_note.setToolTip("What the Device choice (under Advanced) runs on here")
         self.threads = QSpinBox()
         self.threads.setRange(0, 256)
         self.threads.setSpecialValueText("auto")
         self.threads.setToolTip(
             "CPU threads; auto uses one for small images and, for large ones, the cores other work leaves free"
         )
+        self.threads.valueChanged.connect(self._schedule_estimate)
         self.compile = QComboBox()
         self.compile.addItems(COMPILE_CHOICES)
         self.compile.setToolTip(
@@ -484,7 +339,14 @@ class RestorationWidget(QWidget):
 
     def _build_run_controls(self) -> None:
         self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Restore with these choices; the result is added as a new layer")
         self.run_button.clicked.connect(self.run)
+        self.estimate = QLabel()
+        self.estimate.setWordWrap(True)
+        self.estimate.setToolTip(
+            "From seconds per step measured for each preset's network on a CPU, the image size and the "
+            "iteration cap; after a run, corrected by how fast that run's steps were"
+        )
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop the run and discard it")
         self.cancel_button.setEnabled(False)
@@ -497,9 +359,15 @@ class RestorationWidget(QWidget):
         self.stop_keep_button.setEnabled(False)
         self.stop_keep_button.clicked.connect(self.stop_and_keep)
         self.progress = QProgressBar()
+        self.progress.setToolTip(
+            "Iterations done; for a run that stops by itself, or one in tiles or planes, the share of "
+            "the estimated time"
+        )
         self._show_idle_progress()
         self.status = QLabel(IDLE_STATUS)
         self.status.setWordWrap(True)
+        self.curve = LossCurve(CurveHistory())
+        self.curve.setVisible(False)
 
     def _lay_out(self) -> None:
         form = QFormLayout()
@@ -516,8 +384,17 @@ class RestorationWidget(QWidget):
         mask_row.addWidget(self.new_mask_button)
         self._mask_row = _add_row(form, "Mask", mask_field)
         self._psf_row = _add_row(form, "PSF", self.psf_picker)
+        region_field = QWidget()
+        region_row = QHBoxLayout(region_field)
+        region_row.setContentsMargins(0, 0, 0, 0)
+        region_row.addWidget(self.region_picker, 1)
+        region_row.addWidget(self.new_region_button)
+        form.addRow("Region", region_field)
+        form.addRow("Preset", self.preset_picker)
+        form.addRow("", self.preset_costs)
         form.addRow("Iterations", self.iterations)
         form.addRow("", self.iterations_hint)
+        form.addRow("Runs on", self.device_note)
 
         advanced_form = QFormLayout()
         for name, label, *_ in ADVANCED_FIELDS:
@@ -529,6 +406,7 @@ class RestorationWidget(QWidget):
         advanced_content = QWidget()
         advanced_content.setLayout(advanced_form)
         self.advanced_section = QCollapsible("Advanced")
+        self.advanced_section.setToolTip("The network, the optimiser, the seed and where it runs")
         self.advanced_section.addWidget(advanced_content)
 
         buttons = QHBoxLayout()
@@ -539,15 +417,17 @@ class RestorationWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.advanced_section)
+        layout.addWidget(self.estimate)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(self.curve)
         layout.addStretch(1)
         # Controls whose values a running job was started with: frozen until it ends.
         self._run_inputs: list[QWidget] = [
             self.image_picker, self.channel_picker, self.planes_picker, self.warm_start, self.task_picker,
-            self.mask_picker, self.new_mask_button, self.psf_picker, self.iterations, self.advanced_section,
-            self.run_button,
+            self.mask_picker, self.new_mask_button, self.psf_picker, self.region_picker, self.new_region_button,
+            self.preset_picker, self.iterations, self.advanced_section, self.run_button,
         ]
 
     # --- reactions to the viewer and the controls ----------------------------------------------
@@ -555,7 +435,7 @@ class RestorationWidget(QWidget):
     def _refresh_layers(self, event: Any = None) -> None:
         # The mask picker first: a change of image proposes a mask from its fresh list.
         mask = self.mask_picker.value()
-        for picker in (self.mask_picker, self.psf_picker, self.image_picker):
+        for picker in (self.mask_picker, self.psf_picker, self.region_picker, self.image_picker):
             picker.refresh(self._viewer.layers)
         if self.mask_picker.value() is not mask:  # the chosen mask went: the best one, not the last
             self._propose_mask()
@@ -611,10 +491,12 @@ class RestorationWidget(QWidget):
             self.image_picker.set_value(paired[-1])
 
     def _clear_outcome(self) -> None:
-        """Forget the last run's message and progress: they were about other choices."""
+        """Forget the last run's message, progress and curve: they were about other choices."""
         if not self._busy:
             self.status.setText(IDLE_STATUS)
             self._show_idle_progress()
+            self.curve.clear()
+            self._schedule_estimate()
 
     def _show_idle_progress(self) -> None:
         self.progress.setRange(0, 1)
@@ -690,25 +572,119 @@ class RestorationWidget(QWidget):
     def _current_task(self) -> tuple[str, int]:
         return self.task_picker.currentData()
 
+    def _preset_name(self) -> str:
+        return self.preset_picker.currentData()
+
     def _current_preset(self) -> Settings:
         task, factor = self._current_task()
-        return self._preset_settings(task, "default", factor)
+        return self._preset_settings(task, self._preset_name(), factor)
+
+    def _follow_preset(self) -> None:
+        """Advanced values still at the old task's or preset's settings follow the new ones;
+        edited ones stay."""
+        preset = self._current_preset()
+        for name, box in self.advanced.items():
+            if _shows(box, getattr(self._task_preset, name)):
+                box.setValue(getattr(preset, name))
+        self._task_preset = preset
+        self._update_iterations_hint()
 
     def _on_task_changed(self, index: int = -1) -> None:
         task, _ = self._current_task()
         spec = task_spec(task)
         _set_row_visible(self._mask_row, spec.needs_mask)
         _set_row_visible(self._psf_row, spec.needs_psf)
-        preset = self._current_preset()
-        # Advanced values still at the old task's preset follow the new one; edited ones stay.
-        for name, box in self.advanced.items():
-            if _shows(box, getattr(self._task_preset, name)):
-                box.setValue(getattr(preset, name))
-        self._task_preset = preset
-        self._update_iterations_hint()
+        self._follow_preset()
         if spec.needs_mask:
             self._propose_image_for_inpainting()
         self._clear_outcome()
+
+    def _on_preset_changed(self, index: int = -1) -> None:
+        self._follow_preset()
+        self._clear_outcome()
+
+    def _on_region_changed(self, index: int = -1) -> None:
+        """Follow the chosen Shapes layer's rectangles (drawn, moved, selected) in the estimate."""
+        watched = getattr(self, "_watched_shapes", None)
+        if watched is not None:
+            for emitter in (watched.events.data, watched.events.highlight):
+                emitter.disconnect(self._schedule_estimate)
+        region = self.region_picker.value()
+        self._watched_shapes = region if isinstance(region, Shapes) else None
+        if self._watched_shapes is not None:
+            for emitter in (region.events.data, region.events.highlight):
+                emitter.connect(self._schedule_estimate)
+        self._clear_outcome()
+
+    def _view_moved(self, event: Any = None) -> None:
+        if self.region_picker.value() is CURRENT_VIEW:
+            self._schedule_estimate()
+
+    def _on_device_changed(self, index: int = -1) -> None:
+        try:
+            text = describe_device(self.device.currentText())
+        except ValueError as exc:
+            text = str(exc)
+        self.device_note.setText(text)
+        self._schedule_estimate()
+
+    # --- the time a run will take --------------------------------------------------------------
+
+    def _schedule_estimate(self, *_: Any) -> None:
+        if not self._busy:
+            self._estimate_timer.start()
+
+    def _estimate_for(self, preset: str) -> Estimate:
+        """What a run with the current choices and ``preset`` would cost. Raises ValueError
+        with the reason when it cannot run (no image, a region that is not one)."""
+        from .core.device import resolve_compile, select_device
+
+        layer = self.image_picker.value()
+        if layer is None or layer.multiscale:
+            raise ValueError("pick an image")
+        task, factor = self._current_task()
+        spatial = _spatial_shape(layer)
+        region = self._region_of(layer)
+        if region is not None:
+            spatial = region.shape
+        overrides = self._advanced_overrides() if preset == self._preset_name() else {}
+        from .core import resolve_settings
+
+        settings = resolve_settings(task, preset, scale=factor, iterations=self.iterations.value() or None,
+                                    **overrides)
+        fits = 1
+        if self._all_planes():
+            axes = _plane_axes(layer, self.channel_picker.currentData())
+            fits = math.prod(layer.data.shape[axis] for axis in axes)
+        device = self.device.currentText()
+        pixels = math.prod(spatial) * factor**2
+        compiles = self.compile.currentText() == "on" or (
+            self.compile.currentText() == "auto"
+            and resolve_compile("auto", select_device(device), pixels, 2, settings.iterations)
+        )
+        return estimate_run(preset, settings, spatial, factor=factor, fits=fits, device=device,
+                            threads=self.threads.value() or None, compile=compiles, calibration=_CALIBRATION)
+
+    def _update_estimate(self) -> None:
+        """The time before Run, and what each preset would cost, for the current choices."""
+        if self._busy:
+            return
+        if self._volume():
+            self.estimate.setText("Time: no measured figures for volumes (a 3D network); shown once it runs.")
+            self.preset_costs.setText("")
+            return
+        costs = []
+        for name, _ in PRESET_CHOICES:
+            try:
+                costs.append(f"{name} {self._estimate_for(name).short_text()}")
+            except ValueError:
+                costs = []
+                break
+        self.preset_costs.setText(" · ".join(costs))
+        try:
+            self.estimate.setText(self._estimate_for(self._preset_name()).text())
+        except ValueError as exc:
+            self.estimate.setText(f"Time: {exc}.")
 
     def _update_iterations_hint(self, *_: Any) -> None:
         preset = self._task_preset
@@ -740,6 +716,7 @@ class RestorationWidget(QWidget):
             "device": self.device.currentText(),
             "threads": self.threads.value(),
             "compile": self.compile.currentText(),
+            "preset": self._preset_name(),
             "advanced_open": self.advanced_section.isExpanded(),
             "all_planes": self.planes_picker.currentData() is True,
             "volume": self.planes_picker.currentData() == "volume",
@@ -751,6 +728,8 @@ class RestorationWidget(QWidget):
         for index, (_, task, factor) in enumerate(TASK_CHOICES):
             if (task, factor) == (saved.get("task"), saved.get("factor")):
                 self.task_picker.setCurrentIndex(index)
+        if saved.get("preset") in PRESETS:
+            self.preset_picker.setCurrentIndex(self.preset_picker.findData(saved["preset"]))
         preset = self._current_preset()
         self._task_preset = preset
         overrides = saved.get("advanced") if isinstance(saved.get("advanced"), dict) else {}
@@ -790,7 +769,7 @@ class RestorationWidget(QWidget):
         if image is None:
             show_error("napari-dip: pick an image layer first; the mask is made to match it")
             return None
-        labels = _unwrapped(self._viewer.add_labels(
+        labels = unwrapped(self._viewer.add_labels(
             np.zeros(_spatial_shape(image), dtype=np.uint8),
             name=new_mask_name(image.name, [layer.name for layer in self._viewer.layers]),
             scale=tuple(image.scale[-2:]),
@@ -802,6 +781,52 @@ class RestorationWidget(QWidget):
         labels.brush_size = max(1, min(labels.data.shape) // 25)
         labels.mode = "paint"
         return labels
+
+    def new_region(self) -> Shapes | None:
+        """Add an empty Shapes layer over the image, choose it as the Region and start drawing a
+        rectangle."""
+        image = self.image_picker.value()
+        if image is None:
+            show_error("napari-dip: pick an image layer first; the region is drawn over it")
+            return None
+        taken = {layer.name for layer in self._viewer.layers}
+        name, number = f"{image.name} region", 2
+        while name in taken:
+            name, number = f"{image.name} region {number}", number + 1
+        shapes = unwrapped(self._viewer.add_shapes(
+            name=name, ndim=2, scale=tuple(image.scale[-2:]), translate=tuple(image.translate[-2:]),
+            edge_color="yellow", edge_width=max(1.0, min(_spatial_shape(image)) / 200), face_color="transparent",
+        ))
+        self.region_picker.set_value(shapes)
+        self._viewer.layers.selection.active = shapes
+        shapes.mode = "add_rectangle"
+        return shapes
+
+    def _region_of(self, layer: Image) -> Region | None:
+        """The rectangle of ``layer``'s plane the Region choice picks, in its pixels; None for
+        the whole image. Raises ValueError naming what is wrong (no rectangle drawn, ...)."""
+        choice = self.region_picker.value()
+        spatial = _spatial_shape(layer)
+        if choice is None:
+            return None
+        if choice is CURRENT_VIEW:
+            # The canvas corners in the layer's pixels, clipped to it, as napari last drew them.
+            corners = np.asarray(layer.corner_pixels, dtype=np.float64)[:, -2:]
+            region = Region.around(corners, spatial)
+        else:
+            shapes = choice
+            if len(shapes.data) == 0:
+                raise ValueError(f"the Shapes layer {shapes.name!r} has no rectangle: draw one over the image")
+            chosen = sorted(shapes.selected_data) or [len(shapes.data) - 1]
+            vertices = np.concatenate([np.asarray(shapes.data[index], dtype=np.float64) for index in chosen])
+            world = np.array([shapes.data_to_world(vertex) for vertex in vertices])
+            # The image's pixel coordinates of the shapes' spatial (last two) world axes.
+            position = np.zeros((len(world), layer.ndim))
+            position[:, :-2] = self._viewer.dims.point[-layer.ndim:-2] if layer.ndim > 2 else 0
+            position[:, -2:] = world[:, -2:]
+            pixels = np.array([layer.world_to_data(point) for point in position])[:, -2:]
+            region = Region.around(pixels, spatial)
+        return None if region.covers(spatial) else region
 
     def run(self) -> None:
         """Start a run with the current choices; problems become a notification."""
@@ -819,6 +844,11 @@ class RestorationWidget(QWidget):
             self._fail(str(exc))
             return
         save_settings(self.settings())
+        try:
+            self._run_estimate = self._estimate_for(self._preset_name())
+        except ValueError:
+            self._run_estimate = None
+        self._run_auto = bool(planned_settings(plan)["auto_stop"])
         self._plan = plan
         self._cancel.clear()
         self._keep.clear()
@@ -850,9 +880,10 @@ class RestorationWidget(QWidget):
             always, on_yielded, on_returned, on_errored = (
                 carries_preview, self._on_progress, self._on_returned, self._on_errored
             )
+        self.curve.start()
         worker = create_worker(
             drive, generator, self._cancel, always=always, keep=keep, report_seconds=REPORT_SECONDS,
-            _start_thread=False, _ignore_errors=True
+            record=self.curve.history.record, _start_thread=False, _ignore_errors=True
         )
         self._worker_slots = [(worker.yielded, on_yielded), (worker.returned, on_returned),
                               (worker.errored, on_errored)]
@@ -918,6 +949,9 @@ class RestorationWidget(QWidget):
         channel_axis = self.channel_picker.currentData()
         all_planes = self._all_planes()
         volume = self._volume()
+        region = self._region_of(layer)
+        # A region run restores that rectangle of every plane it restores, as if it were the image.
+        data = layer.data if region is None else region.crop(layer.data, rgb=layer.rgb)
         if volume:
             from .core import VOLUME_TASKS
 
@@ -926,12 +960,13 @@ class RestorationWidget(QWidget):
                     f"a volume can be denoised or inpainted, not {self.task_picker.currentText().lower()}: "
                     "choose Planes → current plane or all planes for that"
                 )
-            selection = select_volume(layer.data, rgb=layer.rgb, step=self._data_step(layer), channel_axis=channel_axis)
+            selection = select_volume(data, rgb=layer.rgb, step=self._data_step(layer), channel_axis=channel_axis)
         elif all_planes:
-            selection = select_stack(layer.data, rgb=layer.rgb, channel_axis=channel_axis)
+            selection = select_stack(data, rgb=layer.rgb, channel_axis=channel_axis)
         else:
-            selection = select_input(layer.data, rgb=layer.rgb, step=self._data_step(layer), channel_axis=channel_axis)
+            selection = select_input(data, rgb=layer.rgb, step=self._data_step(layer), channel_axis=channel_axis)
         kwargs: dict[str, Any] = {
+            "preset": self._preset_name(),
             "channel_axis": selection.channel_axis,
             "iterations": self.iterations.value() or None,
             "seed": self.seed.value(),
@@ -953,24 +988,38 @@ class RestorationWidget(QWidget):
             if labels is None:
                 raise ValueError("inpainting needs a mask: pick a labels layer, or press New mask and paint")
             mask_of = stack_mask if all_planes else volume_mask if volume else fill_mask
-            kwargs["mask"] = mask_of(labels.data, image_shape=layer.data.shape, rgb=layer.rgb, selection=selection)
+            labels_data, image_shape = labels.data, layer.data.shape
+            if region is not None and tuple(labels_data.shape[-2:]) == _spatial_shape(layer):
+                labels_data, image_shape = region.crop(labels_data), data.shape
+            try:
+                kwargs["mask"] = mask_of(labels_data, image_shape=image_shape, rgb=layer.rgb, selection=selection)
+            except ValueError as exc:
+                if region is None or "empty" not in str(exc):
+                    raise
+                raise ValueError(
+                    f"no pixel of the mask is painted inside the region ({region.label()}): paint there, "
+                    "or move the region over the painted pixels"
+                ) from None
         if spec.needs_scale:
             kwargs["scale"] = factor
         if spec.needs_psf:
             kwargs["psf"] = self._psf()
         axes = [axis for axis in selection.kept_axes if axis < layer.ndim]
+        scale = tuple(float(layer.scale[axis]) for axis in axes)
+        translate = tuple(float(layer.translate[axis]) for axis in axes)
         return RunPlan(
             source=layer.name,
             task=task,
             factor=factor,
             selection=selection,
-            scale=tuple(float(layer.scale[axis]) for axis in axes),
-            translate=tuple(float(layer.translate[axis]) for axis in axes),
+            scale=scale,
+            translate=translate if region is None else region.translate(scale, translate),
             rgb=layer.rgb,
             colormap=None if layer.rgb else layer.colormap.name,
             contrast_limits=tuple(layer.contrast_limits),
             core_kwargs=kwargs,
             volume=volume,
+            region=region,
         )
 
     def _psf(self) -> np.ndarray:
@@ -990,7 +1039,20 @@ class RestorationWidget(QWidget):
             self.status.setText(event.message[0].upper() + event.message[1:] + ".")
             return
         left = f" · about {_format_seconds(event.eta)} left" if event.eta is not None else ""
-        if event.part is None:
+        best = getattr(event, "best_iteration", None)
+        if event.part is None and self._run_auto:
+            # The cap is not where it ends: the bar shows the share of the time the run is
+            # expected to take, which shrinks as the stop comes near.
+            total = event.elapsed + (event.eta or 0.0)
+            self.progress.setRange(0, STACK_PROGRESS_STEPS)
+            self.progress.setValue(round(STACK_PROGRESS_STEPS * event.elapsed / total) if total > 0 else 0)
+            self.progress.setFormat("%p %")
+            found = f" · best at {best}" if best is not None else ""
+            self.status.setText(
+                f"Iteration {event.iteration} (stops by itself, at most {event.iterations}) · "
+                f"loss {event.loss:.3g}{found}{left}"
+            )
+        elif event.part is None:
             self.progress.setRange(0, event.iterations)
             self.progress.setValue(event.iteration)
             self.status.setText(f"Iteration {event.iteration} / {event.iterations} · loss {event.loss:.3g}{left}")
@@ -1019,11 +1081,14 @@ class RestorationWidget(QWidget):
             image, metadata = result.image, {**result.metadata(), "source_layer": plan.source}
         if plan.selection.plane:
             metadata["plane"] = {str(axis): index for axis, index in plan.selection.plane.items()}
+        if plan.region is not None:
+            metadata["region"] = plan.region.as_metadata()
+        metadata.setdefault("preset", plan.core_kwargs["preset"])
         data, meta, _ = plan.layer_data(image, plan.name, metadata)
         layer = self._live_preview_layer()
         self._preview_layer = None
         if layer is None:  # the user deleted the preview layer during the run
-            _add_image_quietly(self._viewer, data, meta)
+            add_image_quietly(self._viewer, data, meta)
         else:
             # The preview layer becomes the result: no second layer creation (about 0.1 s of
             # vispy set-up on the GUI thread), and it keeps its place, visibility and selection.
@@ -1034,16 +1099,23 @@ class RestorationWidget(QWidget):
             layer.visible = True
         if isinstance(result, Kept):
             event = result.event
-            self.progress.setValue(event.iteration)
+            if not self._run_auto:
+                self.progress.setValue(event.iteration)
             self.status.setText(
                 f"Stopped at iteration {event.iteration} / {event.iterations} after "
                 f"{_format_seconds(event.elapsed)}; {plan.name!r} keeps the result so far."
             )
+            show_info(f"napari-dip: stopped at iteration {event.iteration}; {plan.name!r} keeps the result so far")
             return
-        self.progress.setValue(result.iterations)
+        self.progress.setValue(self.progress.maximum() if self._run_auto else result.iterations)
         self.status.setText(
             f"Done: {result.iterations} iterations in {_format_seconds(result.elapsed)} ({result.stop_message})."
         )
+        show_info(f"napari-dip: {plan.name!r} is ready: {result.iterations} iterations in "
+                  f"{_format_seconds(result.elapsed)}")
+        estimate = self._run_estimate
+        if estimate is not None and result.plan == "one fit" and not plan.volume and not estimate.compile_seconds:
+            _CALIBRATION.learn(plan.core_kwargs["device"], estimate.table_step, result.elapsed, result.iterations)
 
     def _kept_metadata(self, kept: Kept) -> dict[str, Any]:
         """What a normal result's metadata says, for a run stopped by the user (Stop and keep)."""
@@ -1058,7 +1130,8 @@ class RestorationWidget(QWidget):
             "seed": kwargs["seed"],
             "device": kwargs["device"],
             "threads": kwargs["threads"],
-            "settings": _planned_settings(plan),
+            "settings": planned_settings(plan),
+            "preset": kwargs["preset"],
             "source_layer": plan.source,
         }
 
@@ -1096,6 +1169,8 @@ class RestorationWidget(QWidget):
         low, high = min(result.iterations), max(result.iterations)
         iterations = f"{low} iterations each" if low == high else f"{low} to {high} iterations per plane"
         self.status.setText(f"Done: {stack.planes} planes in {_format_seconds(result.elapsed)} ({iterations}).")
+        show_info(f"napari-dip: {self._plan.name!r} is ready: {stack.planes} planes in "
+                  f"{_format_seconds(result.elapsed)}")
 
     def _on_stack_errored(self, exc: Exception) -> None:
         outcome = self._stack_result.stop(f"failed: {exc}")
@@ -1103,6 +1178,7 @@ class RestorationWidget(QWidget):
         show_error(f"napari-dip: {exc}; {outcome}")
 
     def _on_finished(self) -> None:
+        self.curve.stop()
         self._worker = None
         self._worker_slots = []
         self._plan = None
@@ -1120,7 +1196,7 @@ class RestorationWidget(QWidget):
         """
         placeholder = np.zeros(plan.selection.output_shape(plan.factor), dtype=plan.selection.image.dtype)
         data, meta, _ = plan.layer_data(placeholder, f"{plan.name} [preview]", {PREVIEW_KEY: True})
-        return _add_image_quietly(self._viewer, data, meta, visible=False)
+        return add_image_quietly(self._viewer, data, meta, visible=False)
 
     def _live_preview_layer(self) -> Image | None:
         layer = self._preview_layer

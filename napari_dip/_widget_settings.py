@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .core.presets import PRESETS
 from .core.tasks import TASK_NAMES
 
 __all__ = ["SETTINGS_ENV", "load_settings", "save_settings", "settings_path"]
@@ -68,6 +69,7 @@ _FIELDS: dict[str, Callable[[Any], bool]] = {
     "device": lambda value: isinstance(value, str),
     "threads": _whole,
     "compile": _one_of("off", "auto", "on"),
+    "preset": _one_of(*PRESETS),
     "advanced_open": _flag,
     "all_planes": _flag,
     "volume": _flag,

@@ -2,7 +2,9 @@
 
 ``paper`` reproduces the official Deep Image Prior notebooks (fixed iteration counts, no automatic
 stopping) and is the reference every speed-up is measured against; each task's paper settings
-live in its :class:`~napari_dip.core.tasks.TaskSpec`. ``default`` is what users get.
+live in its :class:`~napari_dip.core.tasks.TaskSpec`. ``default`` is what users get. ``fast``
+is ``default`` on a network half as wide with half the iteration cap: for a first look, or
+for trying settings on a large image (benchmarks/results/presets_fast/).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from .tasks import TASK_NAMES, task_spec
 __all__ = ["Settings", "TASKS", "PRESETS", "preset_settings", "resolve_settings"]
 
 TASKS = TASK_NAMES
-PRESETS = ("default", "paper")
+PRESETS = ("default", "fast", "paper")
 
 # Iteration caps of the default preset where they differ from the paper's: on every denoising
 # curve we measured with the default network (benchmarks/autostop.py and the 256² astronaut),
@@ -53,13 +55,28 @@ def _default_from_paper(task: str, paper: Settings) -> Settings:
     )
 
 
+def _fast_from_default(default: Settings) -> Settings:
+    """The default preset on a network half as wide, stopped at half the iterations at most."""
+    return replace(
+        default,
+        iterations=max(default.iterations // 2, default.min_iterations),
+        channels=32,
+        top_channels=16,
+        skip_channels=min(default.skip_channels, 32),
+        stop_patience=min(default.stop_patience, 500),
+    )
+
+
 def preset_settings(task: str, preset: str = "default", scale: int | None = 1) -> Settings:
     """The settings a preset uses for a task (``scale`` only matters for ``"sr"``)."""
     spec = task_spec(task)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     paper = spec.paper_settings(scale)
-    return paper if preset == "paper" else _default_from_paper(task, paper)
+    if preset == "paper":
+        return paper
+    default = _default_from_paper(task, paper)
+    return _fast_from_default(default) if preset == "fast" else default
 
 
 def resolve_settings(
