@@ -22,7 +22,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "napari": ["napari>=0.5", "qtpy>=2", "superqt>=0.6", "pyqt5>=5.15"],
+        "napari": ["napari>=0.5", "qtpy>=2", "superqt>=0.6", "pyqt5>=5.15", "pyqtgraph>=0.13"],
         "batch": ["dask[distributed]>=2023.1", "zarr>=2.16"],
         "testing": [
             "pytest>=7",
@@ -33,6 +33,7 @@ setup(
             "qtpy>=2",
             "superqt>=0.6",
             "pyqt5>=5.15",
+            "pyqtgraph>=0.13",
             "npe2>=0.7",
             "ruff",
             "dask[distributed]>=2023.1",
