@@ -20,6 +20,7 @@ import numbers
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -90,7 +91,7 @@ def load_network(source: str | os.PathLike | nn.Module, *, weights: str | os.Pat
         path = Path(text)
         if path.is_file():
             network = _load_torchscript(path)
-        elif _ENTRY_POINT.fullmatch(text) and not path.suffix:
+        elif _ENTRY_POINT.fullmatch(text):
             network = _load_entry_point(text)
         elif path.suffix or os.sep in text:
             raise FileNotFoundError(f"no such network file: {path}")
@@ -104,7 +105,10 @@ def load_network(source: str | os.PathLike | nn.Module, *, weights: str | os.Pat
 def _load_torchscript(path: Path) -> nn.Module:
     try:
         # A TorchScript archive holds compiled code and tensors; its reader runs no Python pickle.
-        return torch.jit.load(str(path), map_location="cpu")
+        # torch ≥ 2.10 deprecates the format for torch.export, but it is what users' networks come as.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception:
         raise ValueError(
             f"{path} is not a TorchScript file (write one with torch.jit.save(torch.jit.script(net), path)); "
@@ -288,9 +292,9 @@ def layer_features(network: nn.Module, layer: str | None, probe: torch.Tensor) -
             owner = _compiled_owner(network, layer) if scripted else None
             if owner is not None:
                 raise ValueError(
-                    f"layer {layer!r} is inside {owner!r}, whose forward is compiled TorchScript code that cannot be "
-                    f"cut there; {_listing(_names(network, output))}; or return the features from forward as a dict, "
-                    "or give the network as a module:function entry point"
+                    f"layer {layer!r} is called from {owner}, compiled TorchScript code that cannot be cut there; "
+                    f"{_listing(_names(network, output))}; or return the features from forward as a dict, or give "
+                    "the network as a module:function entry point"
                 )
             raise ValueError(f"the network has no layer {layer!r}; {_listing(_names(network, output))}")
         how = "output"
@@ -307,14 +311,15 @@ def layer_features(network: nn.Module, layer: str | None, probe: torch.Tensor) -
 
 
 def _compiled_owner(network: nn.Module, layer: str) -> str | None:
-    """The outermost module, not a Sequential, that holds ``layer`` of a TorchScript network."""
+    """Which compiled forward (of a module that is not a Sequential) calls ``layer`` of a
+    TorchScript network; ``None`` if it has no such layer."""
     if layer not in dict(network.named_modules()):
         return None
     parts = layer.split(".")
     module = network
     for depth, part in enumerate(parts):
         if not _is_sequential(module):
-            return ".".join(parts[:depth]) or "the network's own forward"
+            return f"the forward of {'.'.join(parts[:depth])!r}" if depth else "the network's forward"
         module = getattr(module, part)
     return None
 
