@@ -116,3 +116,48 @@ def test_fixed_count_runs_are_not_changed_by_the_holdout_settings(share):
     base = _run(restore_iter(image, "inpaint", mask=mask, iterations=5, stop_holdout=0.0, **TINY))[1].image
     other = _run(restore_iter(image, "inpaint", mask=mask, iterations=5, stop_holdout=share, **TINY))[1].image
     np.testing.assert_array_equal(base, other)
+
+
+def test_tiles_with_nothing_to_fill_are_not_fitted_and_come_back_exactly(monkeypatch):
+    from napari_dip.core import tiling
+
+    calls = []
+    original = tiling.fit_array
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiling, "fit_array", counting)
+    rng = np.random.default_rng(1)
+    image = (rng.random((96, 96)) * 255).astype(np.uint8)
+    mask = np.zeros(image.shape, dtype=bool)
+    mask[5:9, 5:20] = True  # inside the first tile only
+    run = restore_iter(image, "inpaint", mask=mask, iterations=3, tile_size=48, overlap=8, **TINY)
+    events, result = _run(run)
+    assert len(calls) == 1
+    tiles = len(result.parts)
+    assert tiles > 1
+    assert any(e.message == f"1 of the {tiles} tiles have pixels to fill; the others are kept as they are"
+               for e in events)
+    np.testing.assert_array_equal(result.image[~mask], image[~mask])
+    assert not np.array_equal(result.image[mask], image[mask])
+    stops = [part["stop_reason"] for part in result.parts]
+    assert stops.count("unchanged") == tiles - 1 and result.iterations == 3
+    # The paper's behaviour (the network output everywhere) still fits every tile.
+    calls.clear()
+    _run(restore_iter(image, "inpaint", mask=mask, iterations=2, tile_size=48, overlap=8, keep_known=False, **TINY))
+    assert len(calls) == tiles
+
+
+def test_a_stack_plane_with_nothing_to_fill_is_kept_as_it_is():
+    rng = np.random.default_rng(2)
+    stack = (rng.random((3, 32, 32)) * 255).astype(np.uint8)
+    mask = np.zeros(stack.shape, dtype=bool)
+    mask[0, 10:14, 4:28] = True
+    mask[2, 3:6, 3:20] = True
+    run = restore_iter(stack, "inpaint", mask=mask, iterations=3, **TINY)
+    _, result = _run(run)
+    np.testing.assert_array_equal(result.image[1], stack[1])
+    np.testing.assert_array_equal(result.image[~mask], stack[~mask])
+    assert [part["stop_reason"] for part in result.parts] == ["iterations", "unchanged", "iterations"]

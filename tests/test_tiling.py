@@ -117,7 +117,10 @@ def test_a_real_tiled_run_reports_every_tile_and_keeps_dtype():
 def test_inpainting_tiles_without_holes_are_fitted_as_reconstructions(astronaut48):
     mask = np.zeros(astronaut48.shape[:2], bool)
     mask[4:12, 4:12] = True
-    run = restore_tiled_iter(astronaut48, "inpaint", mask=mask, tile_size=32, overlap=8, iterations=3, **FAST)
+    # keep_known=False (the paper's behaviour): by default such tiles are kept as they are,
+    # unfitted (tests/test_inpaint_stop.py).
+    run = restore_tiled_iter(astronaut48, "inpaint", mask=mask, tile_size=32, overlap=8, iterations=3,
+                             keep_known=False, **FAST)
     result = consume(run)
     assert result.image.shape == astronaut48.shape
     assert [run["task"] for run in result.runs] == ["inpaint", "denoise", "denoise", "denoise"]

@@ -28,6 +28,7 @@ __all__ = ["Progress", "FitResult", "fit", "STOP_REASONS"]
 STOP_REASONS = {
     "auto": "stopped automatically: the output stopped improving",
     "iterations": "reached the iteration limit",
+    "unchanged": "kept as it was: no pixel to fill",
 }
 
 

@@ -343,6 +343,13 @@ def _restore_whole(
     preview_now: Callable[[], bool] | None,
 ) -> Generator[TileProgress, None, TiledRestoration]:
     window = (slice(0, layout.spatial[0]), slice(0, layout.spatial[1]))
+    if _nothing_to_fill(options, window):
+        yield TileProgress(0, 1, window, 1.0, time.perf_counter() - start, 0.0,
+                           message="nothing to fill: no pixel of the mask is set, the image is kept as it is")
+        return TiledRestoration(
+            image=np.array(image, copy=True), tile_size=None, overlap=0, windows=[window], runs=[_unchanged_run(options)],
+            elapsed=time.perf_counter() - start, states=[initial_states[0] if initial_states else None],
+        )
     run = fit_array(
         np.asarray(image), options, layout,
         initial_state=initial_states[0] if initial_states else None, keep_state=keep_state, preview_now=preview_now,
@@ -379,25 +386,37 @@ def _restore_tiles(
     previews = options.preview_seconds is not None or options.preview_iterations is not None or preview_now
     fill = np.asarray(options.mask) != 0 if options.keeps_known else None
     canvas = _Canvas(image, layout, intensity, factor, fill) if previews else None
+    # Inpainting that keeps the known pixels: a tile with nothing to fill comes back as it is,
+    # so it is not fitted (its pixels are all replaced by the input's in the end).
+    fitted = [index for index, window in enumerate(windows) if not _nothing_to_fill(options, window)]
+    if len(fitted) < len(windows):
+        yield TileProgress(0, len(fitted), windows[0], 0.0, time.perf_counter() - start, None,
+                           message=f"{len(fitted)} of the {len(windows)} tiles have pixels to fill; "
+                                   "the others are kept as they are")
     for index, ((row, r), (col, c)) in enumerate(grid):
         window = windows[index]
         unit = intensity.to_unit(layout.read(image, window))
-        run = fit_array(
-            unit, _tile_options(options, window), tile_layout,
-            initial_state=initial_states[index] if initial_states else None, keep_state=keep_state,
-            preview_now=preview_now,
-        )
-        tile_start = time.perf_counter()
-        restoration = yield from _drive(run, index, len(grid), window, finished, start, canvas)
-        if canvas is not None:
-            canvas.paste(window, restoration.image)
-        finished.append(time.perf_counter() - tile_start)
+        if index in fitted:
+            run = fit_array(
+                unit, _tile_options(options, window), tile_layout,
+                initial_state=initial_states[index] if initial_states else None, keep_state=keep_state,
+                preview_now=preview_now,
+            )
+            tile_start = time.perf_counter()
+            restoration = yield from _drive(run, fitted.index(index), len(fitted), window, finished, start, canvas)
+            if canvas is not None:
+                canvas.paste(window, restoration.image)
+            finished.append(time.perf_counter() - tile_start)
+            tile_image, run_metadata, state = restoration.image, restoration.metadata(), restoration.state
+        else:
+            tile_image, run_metadata = unit, _unchanged_run(options)
+            state = initial_states[index] if initial_states else None
         tile_weight = row_weights[row][:, None] * col_weights[col][None, :]
         out_rows = slice(r * factor, (r + tile_h) * factor)
         out_cols = slice(c * factor, (c + tile_w) * factor)
-        blended[:, out_rows, out_cols] += restoration.image * tile_weight
-        runs.append(restoration.metadata())
-        states.append(restoration.state)
+        blended[:, out_rows, out_cols] += tile_image * tile_weight
+        runs.append(run_metadata)
+        states.append(state)
     restored = from_channels_first(intensity.from_unit(blended), layout.channel_axis)
     if options.keeps_known:
         restored = _keep_known(restored, image, options.mask, layout)
@@ -414,6 +433,21 @@ def _keep_known(restored: np.ndarray, image: Any, mask: np.ndarray, layout: Layo
     if layout.channel_axis is not None:
         fill = np.expand_dims(fill, layout.channel_axis)
     return np.where(fill, restored, np.asarray(image))
+
+
+def _nothing_to_fill(options: RestoreOptions, window: tuple[slice, slice]) -> bool:
+    """Inpainting that keeps the known pixels, with no pixel to fill in ``window``."""
+    return options.spec.needs_mask and options.keeps_known and not np.any(np.asarray(options.mask[window]))
+
+
+def _unchanged_run(options: RestoreOptions) -> dict[str, Any]:
+    """The metadata of a part that was kept as it was, for want of pixels to fill."""
+    return {
+        "task": options.task, "iterations": 0, "stop_reason": "unchanged", "best_iteration": None,
+        "elapsed_seconds": 0.0, "seed": options.seed, "device": str(select_device(options.device)),
+        "threads": options.threads, "backtracks": 0, "precision": options.settings.precision,
+        "settings": options.settings.as_dict(),
+    }
 
 
 def _tile_options(options: RestoreOptions, window: tuple[slice, slice]) -> RestoreOptions:
