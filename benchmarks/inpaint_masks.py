@@ -17,6 +17,7 @@ of the running average at every iteration (``curves.csv``). The stopping rule is
 on the logged error for each ``--patience`` × ``--tolerance`` (``stops.csv``, ``stops.md``):
 where it stops, the iteration it keeps, the best iteration along the run and the PSNR of each.
 The DIP rows of the table are the preset's own rule (its patience and tolerance) replayed.
+``--from-curves`` replays the rule on an earlier run's ``curves.csv`` in ``--out`` (no fitting).
 """
 
 from __future__ import annotations
@@ -109,6 +110,38 @@ def replay(signal: list[float], patience: int, tolerance: float, min_iterations:
     return len(signal), (stopper.best_iteration + 1) if stopper.best_iteration >= 0 else len(signal)
 
 
+def replay_curves(path: Path, grid: tuple) -> list[dict]:
+    """The rule's stops for every setting in ``grid`` on each run logged in ``path``."""
+    from napari_dip.core.presets import preset_settings
+
+    runs: dict[tuple[str, str], dict[str, list[float]]] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            log = runs.setdefault((row["mask"], row["image"]), dict(signal=[], psnr_mask=[], seconds=[]))
+            log["signal"].append(float(row["heldout_mse"]))
+            log["psnr_mask"].append(float(row["psnr_mask"]))
+            log["seconds"].append(float(row["seconds"]))
+    stops = []
+    for (kind, name), log in runs.items():
+        stops += stop_rows(log, grid, preset_settings("inpaint").min_iterations)
+        for stop in stops[-len(grid):]:
+            stop.update(mask=kind, image=name)
+    return stops
+
+
+def stop_rows(log: dict, grid: tuple, min_iterations: int) -> list[dict]:
+    best = int(np.argmax(log["psnr_mask"])) + 1
+    cap = len(log["signal"])
+    rows = []
+    for patience, tolerance in grid:
+        ran, kept = replay(log["signal"], patience, tolerance, min_iterations)
+        rows.append(dict(patience=patience, tolerance=tolerance, stopped=ran, kept=kept, best=best, cap=cap,
+                         psnr_kept=round(log["psnr_mask"][kept - 1], 2), psnr_best=round(log["psnr_mask"][best - 1], 2),
+                         psnr_cap=round(log["psnr_mask"][-1], 2), seconds_stop=round(log["seconds"][ran - 1], 1),
+                         seconds_cap=round(log["seconds"][-1], 1)))
+    return rows
+
+
 def methods(image: np.ndarray, fill: np.ndarray, threads: int, truth: np.ndarray | None = None,
             stops: list | None = None, grid: tuple = (), iterations: int | None = None) -> dict[str, tuple[np.ndarray, float, dict]]:
     from skimage.restoration import inpaint_biharmonic
@@ -126,13 +159,7 @@ def methods(image: np.ndarray, fill: np.ndarray, threads: int, truth: np.ndarray
         log = dip_curve(image, fill, truth, threads, iterations)
         settings = preset_settings("inpaint")
         best = int(np.argmax(log["psnr_mask"])) + 1
-        cap = len(log["signal"])
-        for patience, tolerance in grid:
-            ran, kept = replay(log["signal"], patience, tolerance, settings.min_iterations)
-            stops.append(dict(patience=patience, tolerance=tolerance, stopped=ran, kept=kept, best=best, cap=cap,
-                              psnr_kept=round(log["psnr_mask"][kept - 1], 2), psnr_best=round(log["psnr_mask"][best - 1], 2),
-                              psnr_cap=round(log["psnr_mask"][-1], 2), seconds_stop=round(log["seconds"][ran - 1], 1),
-                              seconds_cap=round(log["seconds"][-1], 1)))
+        stops += stop_rows(log, grid, settings.min_iterations)
         ran, kept = replay(log["signal"], settings.stop_patience, settings.stop_tolerance, settings.min_iterations)
         out["DIP default"] = (log["images"][kept - 1], log["seconds"][ran - 1],
                               {"iterations": ran, "kept": kept, "best": best, "psnr_mask_cap": round(log["psnr_mask"][-1], 2)})
@@ -168,12 +195,17 @@ def main() -> None:
     parser.add_argument("--patience", type=int, nargs="*", default=[200, 300, 400, 600])
     parser.add_argument("--tolerance", type=float, nargs="*", default=[0.0, 0.005, 0.01, 0.02])
     parser.add_argument("--iterations", type=int, help="the DIP cap (default: the preset's)")
+    parser.add_argument("--from-curves", action="store_true", help="replay the rule on OUT/curves.csv only")
     parser.add_argument("--images-first", action="store_true", help="loop over masks inside the image loop")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     stops: list[dict] | None = [] if args.curves else None
     grid = tuple((p, t) for p in args.patience for t in args.tolerance)
+    if args.from_curves:
+        _write_stops(args.out, replay_curves(args.out / "curves.csv", grid))
+        print((args.out / "stops.md").read_text())
+        return
     order = ([(kind, index, name) for index, name in enumerate(args.images) for kind in args.masks] if args.images_first
              else [(kind, index, name) for kind in args.masks for index, name in enumerate(args.images)])
     for kind, index, name in order:
