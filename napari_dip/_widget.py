@@ -617,7 +617,7 @@ class RestorationWidget(QWidget):
         self._clear_outcome()
 
     def _view_moved(self, event: Any = None) -> None:
-        if self.region_picker.value() is CURRENT_VIEW:
+        if self.region_picker.value() == CURRENT_VIEW:
             self._schedule_estimate()
 
     def _on_device_changed(self, index: int = -1) -> None:
@@ -809,7 +809,7 @@ class RestorationWidget(QWidget):
         spatial = _spatial_shape(layer)
         if choice is None:
             return None
-        if choice is CURRENT_VIEW:
+        if choice == CURRENT_VIEW:
             # The canvas corners in the layer's pixels, clipped to it, as napari last drew them.
             corners = np.asarray(layer.corner_pixels, dtype=np.float64)[:, -2:]
             region = Region.around(corners, spatial)

@@ -186,6 +186,12 @@ class StackResultLayer:
         return f"{layer.name!r} keeps the planes that were finished, {kept}; the others are zero"
 
 
+def _same(item: Any, other: Any) -> bool:
+    """The same layer (identity: layers compare by it), or an equal extra entry (Qt hands out a
+    new copy of a string item's data each time)."""
+    return item is other or (isinstance(item, str) and item == other)
+
+
 class LayerComboBox(QComboBox):
     """A layer picker that follows the viewer's layer list and keeps its choice while it exists.
 
@@ -220,12 +226,12 @@ class LayerComboBox(QComboBox):
             self.addItem(layer.name, layer)
         for text, value in self._extra:
             self.addItem(text, value)
-        if any(layer is current for layer in candidates) or any(value is current for _, value in self._extra):
+        if any(_same(item, current) for item in [*candidates, *(value for _, value in self._extra)]):
             self.set_value(current)
         elif self._auto_pick and candidates:
             self.set_value(candidates[-1])
         self.blockSignals(False)
-        if self.value() is not current:
+        if not _same(self.value(), current):
             self.currentIndexChanged.emit(self.currentIndex())
 
     def value(self) -> Any:
@@ -239,7 +245,7 @@ class LayerComboBox(QComboBox):
         """Choose ``layer`` (None: the none entry); False if it is not offered."""
         layer = unwrapped(layer)
         for index in range(self.count()):
-            if self.itemData(index) is layer:
+            if _same(self.itemData(index), layer):
                 self.setCurrentIndex(index)
                 return True
         return False

@@ -759,3 +759,227 @@ def test_cancel_during_a_compile_ends_the_worker_process_within_a_second(viewer,
     assert time.perf_counter() - start < 1.0
     assert [layer.name for layer in viewer.layers] == ["noisy astronaut"]
     assert "Cancelled" in widget.status.text()
+
+
+def test_live_curve_shows_every_step_and_redraws_on_a_timer(viewer, qtbot):
+    data, meta, _ = noisy_sample(size=32)[0]
+    viewer.add_image(data, **meta)
+    widget = make_widget(viewer)
+    assert not widget.curve.isVisibleTo(widget)  # nothing to show before a run
+    configure(widget, iterations=10)
+
+    run_to_end(qtbot, widget)
+
+    assert widget.curve.isVisibleTo(widget)
+    x, y = widget.curve.loss.xData, widget.curve.loss.yData  # as given (getData is log10 on a log axis)
+    assert list(x) == list(range(1, 11)) and np.all(y > 0) and y[-1] < y[0]
+    assert "iteration 10" in widget.curve.legend.text()
+    # Another choice: the curve was about the old one.
+    configure(widget, task="deblur")
+    assert not widget.curve.isVisibleTo(widget)
+
+
+def test_live_curve_is_redrawn_twice_a_second_not_per_step(viewer, qtbot, monkeypatch):
+    widget, _, _ = start_long_run(viewer, qtbot)
+    drawn = []
+    original = widget.curve.loss.setData
+    monkeypatch.setattr(widget.curve.loss, "setData", lambda *a, **k: (drawn.append(1), original(*a, **k)))
+    first = widget.curve.history.snapshot().iterations.size
+    qtbot.wait(1500)
+    steps = widget.curve.history.snapshot().iterations.size - first
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=1000)
+    print(f"\n{steps} steps drawn in {len(drawn)} redraws")
+    assert steps > 50 and 1 <= len(drawn) <= 5
+
+
+def test_curve_marks_the_stop_signal_and_the_best_iteration(viewer):
+    from napari_dip.core import Progress
+
+    widget = make_widget(viewer)
+    widget.curve.start()
+    for i in range(1, 301):
+        signal = 1e-3 * (1 + ((i - 200) / 100) ** 2) if i > 100 else None
+        widget.curve.history.record(Progress(i, 2400, 0.01 + 1 / i, 0.0, None, signal=signal,
+                                             best_iteration=200 if i >= 200 else None))
+    widget.curve.stop()
+    x, signal = widget.curve.signal.xData, widget.curve.signal.yData
+    assert len(x) == 300 and np.isnan(signal[:100]).all() and signal[199] == pytest.approx(1e-3)
+    assert widget.curve.best.isVisible() and widget.curve.best.value() == 200
+    legend = widget.curve.legend.text()
+    assert "stop signal" in legend and "best at 200" in legend and "iteration 300" in legend
+
+
+def test_presets_show_their_cost_and_reach_the_run(viewer, qtbot):
+    viewer.add_image(np.random.default_rng(0).random((16, 16)).astype(np.float32), name="tiny")
+    widget = make_widget(viewer)
+    picker = widget.preset_picker
+    assert [picker.itemData(i) for i in range(picker.count())] == ["fast", "default", "paper"]
+    assert picker.currentData() == "default" and all(picker.itemData(i, 3) for i in range(picker.count()))
+    qtbot.waitUntil(lambda: widget.preset_costs.text() != "", timeout=2000)
+    costs = widget.preset_costs.text()
+    assert all(f"{name} " in costs for name in ("fast", "default", "paper")) and " s" in costs
+    picker.setCurrentIndex(0)  # fast
+    assert widget.advanced["channels"].value() == 32 and "up to 1200" in widget.iterations_hint.text()
+    widget.iterations.setValue(3)
+    widget.threads.setValue(1)
+    widget.compile.setCurrentText("off")
+
+    run_to_end(qtbot, widget)
+
+    result = viewer.layers["tiny (DIP denoise)"]
+    assert result.metadata["preset"] == "fast" and result.metadata["settings"]["channels"] == 32
+    assert result.metadata["settings"]["top_channels"] == 16
+    assert reopen(viewer, widget).preset_picker.currentData() == "fast"
+
+
+def test_estimate_before_run_and_a_hint_when_it_is_long(viewer, qtbot):
+    viewer.add_image(np.zeros((48, 48), dtype=np.uint8), name="small")
+    widget = make_widget(viewer)
+    qtbot.waitUntil(lambda: widget.estimate.text().startswith("Time: at most"), timeout=2000)
+    assert "2400 iterations" in widget.estimate.text() and "sooner" in widget.estimate.text()
+    configure(widget, iterations=30)
+    qtbot.waitUntil(lambda: widget.estimate.text().startswith("Time: about"), timeout=2000)
+    assert "(30 iterations)" in widget.estimate.text() and "Region" not in widget.estimate.text()
+    assert widget.device_note.text().startswith("auto chose ") and "CPU" in widget.device_note.text()
+
+    run_to_end(qtbot, widget)  # 30 steps: the next estimate is corrected by how fast they were
+    widget.iterations.setValue(31)
+    qtbot.waitUntil(lambda: "corrected by your last run" in widget.estimate.text(), timeout=2000)
+
+    viewer.add_image(np.zeros((3000, 3000), dtype=np.uint8), name="large")
+    widget.preset_picker.setCurrentIndex(2)  # paper
+    widget.iterations.setValue(0)
+    qtbot.waitUntil(lambda: "pick a Region" in widget.estimate.text(), timeout=2000)
+    assert " h " in widget.estimate.text() and "min" in widget.estimate.text()
+
+
+def test_a_bar_that_stops_by_itself_follows_the_time_left(viewer):
+    from napari_dip.core import Progress
+
+    widget = make_widget(viewer)
+    widget._run_auto = True
+    # 1577 of at most 2400 steps, 5 min in, 26 s left: the bar is near the end, not at 65 %.
+    widget._on_progress(Progress(1577, 2400, 0.01, 300.0, 26.0, best_iteration=725))
+    share = widget.progress.value() / widget.progress.maximum()
+    assert share == pytest.approx(300 / 326, abs=0.002) and widget.progress.format() == "%p %"
+    status = widget.status.text()
+    assert "stops by itself, at most 2400" in status and "best at 725" in status and "about 26 s left" in status
+    widget._run_auto = False
+    widget._on_progress(Progress(1577, 2400, 0.01, 300.0, 26.0))
+    assert (widget.progress.value(), widget.progress.maximum()) == (1577, 2400)
+
+
+def draw_rectangle(viewer, name: str, corners) -> object:
+    """A Shapes layer with one rectangle, its corners given in world coordinates."""
+    return viewer.add_shapes([np.asarray(corners, dtype=float)], shape_type="rectangle", name=name)
+
+
+def test_a_region_run_changes_only_that_region(viewer, qtbot):
+    from napari_dip import restore
+
+    image = (np.random.default_rng(8).random((40, 48)) * 4000).astype(np.uint16)
+    source = viewer.add_image(image, name="cells", scale=(2.0, 3.0), translate=(10.0, -5.0))
+    before = source.data.copy()
+    widget = make_widget(viewer)
+    configure(widget, iterations=5)
+    # World corners of a rectangle over pixel rows 4-19 and columns 6-29 (centres within it).
+    rows, columns = (4, 20), (6, 30)
+    corners = [[10 + 2 * rows[0] - 0.9, -5 + 3 * columns[0] - 1.4],
+               [10 + 2 * (rows[1] - 1) + 0.9, -5 + 3 * (columns[1] - 1) + 1.4]]
+    draw_rectangle(viewer, "box", corners)
+    widget.region_picker.set_value(viewer.layers["box"])
+    viewer.layers.selection.active = source
+
+    run_to_end(qtbot, widget)
+
+    name = "cells (DIP denoise, rows 4-20, columns 6-30)"
+    result = viewer.layers[name]
+    assert result.data.shape == (16, 24) and result.data.dtype == np.uint16
+    assert result.metadata["region"] == {"rows": [4, 20], "columns": [6, 30]}
+    # Each result pixel lands on the input pixel it restores, so only the rectangle is changed.
+    landed = np.array([source.world_to_data(result.data_to_world((r, c))) for r in range(16) for c in range(24)])
+    expected = np.array([(r, c) for r in range(*rows) for c in range(*columns)], dtype=float)
+    np.testing.assert_allclose(landed, expected, atol=1e-9)
+    np.testing.assert_allclose(result.scale, (2.0, 3.0))
+    # Its pixels are the restoration of that rectangle, as the core gives it.
+    crop = image[rows[0]:rows[1], columns[0]:columns[1]]
+    np.testing.assert_array_equal(result.data, restore(crop, iterations=5, seed=0, threads=1, compile="off",
+                                                       **TINY_NETWORK))
+    assert source.data.tobytes() == before.tobytes()
+    assert [layer.name for layer in viewer.layers] == ["cells", "box", name]
+
+
+def test_a_region_inpaints_with_the_mask_inside_it_and_bad_regions_are_one_sentence(viewer, qtbot):
+    (image, image_meta, _), (mask, mask_meta, _) = damaged_sample(size=48)
+    viewer.add_image(image, **image_meta)
+    viewer.add_labels(mask, **mask_meta)
+    widget = make_widget(viewer)
+    configure(widget, task="inpaint", iterations=3)
+    painted_rows = np.flatnonzero((mask > 0).any(axis=1))
+    top = max(0, int(painted_rows[0]) - 2)
+    draw_rectangle(viewer, "box", [[top, 4], [top + 20, 40]])
+    widget.region_picker.set_value(viewer.layers["box"])
+
+    run_to_end(qtbot, widget)
+
+    result = next(layer for layer in viewer.layers if layer.name.startswith("damaged camera (DIP inpaint, rows"))
+    crop = (slice(top, top + 21), slice(4, 41))
+    unpainted = mask[crop] == 0
+    np.testing.assert_array_equal(result.data[unpainted], image[crop][unpainted])
+
+    before = len(notification_manager.records)
+    draw_rectangle(viewer, "sliver", [[0, 0], [3, 40]])
+    widget.region_picker.set_value(viewer.layers["sliver"])
+    widget.run()
+    viewer.add_shapes(name="empty")
+    widget.region_picker.set_value(viewer.layers["empty"])
+    widget.run()
+    errors = new_errors(before)
+    assert len(errors) == 2 and "at least 8 pixels" in errors[0] and "has no rectangle" in errors[1]
+    assert not widget.running
+
+
+def test_current_view_region_is_what_the_canvas_shows(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_image(np.zeros((200, 200), dtype=np.float32), name="big")
+    widget = make_widget(viewer)
+    widget.region_picker.setCurrentIndex(widget.region_picker.findData("current view"))
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: widget._region_of(layer) is None, timeout=3000)  # the whole image is in view
+    viewer.scene.camera.zoom *= 6
+    viewer.scene.camera.center = (0, 60, 120)
+    qtbot.waitUntil(lambda: widget._region_of(layer) is not None, timeout=3000)
+    region = widget._region_of(layer)
+    assert region.rows[0] <= 60 < region.rows[1] and region.columns[0] <= 120 < region.columns[1]
+    assert max(region.shape) < 120
+
+
+def test_every_control_has_a_tooltip(viewer):
+    from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QProgressBar
+
+    viewer.add_image(np.zeros((16, 16), dtype=np.uint8), name="plain")
+    widget = make_widget(viewer)
+    widget.advanced_section.expand(animate=False)
+    controls = [control for kind in (QComboBox, QAbstractSpinBox, QAbstractButton, QProgressBar)
+                for control in widget.findChildren(kind)]
+    assert len(controls) > 15
+
+    def tooltip(control) -> str:  # Qt shows a parent's tooltip where a child has none
+        while control is not None and not control.toolTip():
+            control = control.parentWidget() if control is not widget else None
+        return control.toolTip() if control is not None else ""
+
+    missing = [type(control).__name__ + ":" + getattr(control, "text", lambda: "")() for control in controls
+               if not tooltip(control)]
+    assert missing == []
+
+
+def test_a_notification_says_when_a_run_ends(viewer, qtbot):
+    viewer.add_image(np.random.default_rng(0).random((16, 16)).astype(np.float32), name="tiny")
+    widget = make_widget(viewer)
+    configure(widget, iterations=2)
+    before = len(notification_manager.records)
+    run_to_end(qtbot, widget)
+    notes = [str(n.message) for n in notification_manager.records[before:]]
+    assert any("'tiny (DIP denoise)' is ready: 2 iterations" in note for note in notes)

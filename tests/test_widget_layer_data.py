@@ -253,3 +253,24 @@ def test_mask_score_prefers_the_images_own_mask_and_never_another_images():
     # A stack's mask: its spatial shape, or one per plane.
     assert score("stack mask", (4, 32, 32), "stack", (4, 32, 32)) == (False, True)
     assert score("stack mask", (32, 32), "stack", (4, 32, 32)) == (False, True)
+
+
+def test_region_takes_the_pixels_whose_centres_the_rectangle_holds():
+    from napari_dip._layer_data import Region
+
+    region = Region.around([[2.5, 3.0], [10.0, 12.2]], (40, 30))
+    assert region == Region((3, 11), (3, 13)) and region.shape == (8, 10)
+    # A rectangle along the pixel edges holds exactly those pixels; beyond the image is clipped.
+    assert Region.around([[-0.5, -0.5], [39.5, 29.5]], (40, 30)).covers((40, 30))
+    assert Region.around([[-20, 20], [50, 80]], (40, 30)) == Region((0, 40), (20, 30))
+    data = np.arange(40 * 30 * 3).reshape(40, 30, 3)
+    np.testing.assert_array_equal(region.crop(data, rgb=True), data[3:11, 3:13])
+    np.testing.assert_array_equal(region.crop(data[..., 0]), data[3:11, 3:13, 0])
+    # Its first pixel's centre sits where the image's pixel (3, 3) is.
+    assert region.translate((2.0, 0.5), (10.0, -5.0)) == (16.0, -3.5)
+    assert region.translate((1.0, 2.0, 0.5), (7.0, 10.0, -5.0)) == (7.0, 16.0, -3.5)
+    with pytest.raises(ValueError, match="at least 8 pixels"):
+        Region.around([[0, 0], [3, 20]], (40, 30))
+    with pytest.raises(ValueError, match="outside the image"):
+        Region.around([[50, 50], [60, 60]], (40, 30))
+    assert result_name("cells", "denoise", region=region) == "cells (DIP denoise, rows 3-11, columns 3-13)"

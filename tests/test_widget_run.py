@@ -140,3 +140,68 @@ def test_settings_round_trip_and_survive_a_corrupt_file(tmp_path, monkeypatch):
     assert load_settings() == {}
     path.write_text("[1, 2]", encoding="utf-8")
     assert load_settings() == {}
+
+
+def step(iteration: int, loss: float = 0.5, *, signal=None, best=None, part=None) -> Progress:
+    return Progress(iteration, 100, loss, 0.0, None, part=part, signal=signal, best_iteration=best)
+
+
+def test_curve_history_keeps_every_step_of_the_fit_under_way():
+    from napari_dip._run import CurveHistory
+
+    history = CurveHistory()
+    events = [step(1, 0.9), step(2, 0.8, signal=0.01), step(3, 0.7, signal=0.005, best=3),
+              Progress(0, 0, float("nan"), 0.0, None, message="a note"), step(4, 0.6, signal=0.006)]
+    def events_run():
+        yield from events
+
+    run = drive(events_run(), threading.Event(), report_seconds=60, record=history.record)
+    passed = list(run)
+    shot = history.snapshot()
+    # Every step reached the curve, though only some were passed on to the GUI thread.
+    assert len(passed) < len(events)
+    assert shot.iterations.tolist() == [1, 2, 3, 4] and shot.losses.tolist() == [0.9, 0.8, 0.7, 0.6]
+    assert np.isnan(shot.signals[0]) and shot.signals[1:].tolist() == [0.01, 0.005, 0.006]
+    assert shot.best == 3
+    # The next tile's fit starts from its first step: a new curve.
+    history.record(step(1, 0.95, part="tile 2/4"))
+    shot = history.snapshot()
+    assert shot.iterations.tolist() == [1] and shot.best is None and shot.part == "tile 2/4"
+
+
+def test_fast_preset_is_narrower_and_shorter_everywhere():
+    from napari_dip.core import PRESETS, RestoreOptions, preset_settings
+
+    assert set(PRESETS) == {"fast", "default", "paper"}
+    for task, scale in (("denoise", 1), ("inpaint", 1), ("sr", 4), ("deblur", 1), ("jpeg", 1)):
+        fast, default = preset_settings(task, "fast", scale), preset_settings(task, "default", scale)
+        assert fast.channels < default.channels and fast.iterations < default.iterations and fast.auto_stop
+    assert RestoreOptions(preset="fast").settings.channels == 32
+
+
+def test_estimate_is_the_table_times_the_iterations():
+    from napari_dip._estimate import STEP_COST, Calibration, estimate_run, format_seconds, network_pixels
+    from napari_dip.core import resolve_settings
+
+    settings = resolve_settings("denoise", "default", iterations=1000, precision="float32")
+    fixed, per_megapixel = STEP_COST[("default", "float32")]
+    assert network_pixels((100, 130), settings) == 128 * 160  # padded to multiples of 32
+    estimate = estimate_run("default", settings, (128, 128), device="cpu")
+    assert estimate.seconds == pytest.approx(1000 * (fixed + per_megapixel * 128 * 128 / 1e6))
+    assert estimate.text().startswith(f"Time: about {format_seconds(estimate.seconds)} (1000 iterations)")
+    # Twice the pixels cost more, not twice as much: the fixed part stays.
+    larger = estimate_run("default", settings, (128, 256), device="cpu")
+    assert estimate.seconds < larger.seconds < 2 * estimate.seconds
+    # A narrower network is cheaper; super-resolution fits the larger output.
+    narrow = estimate_run("default", settings.updated(channels=16), (128, 128), device="cpu")
+    assert narrow.seconds < estimate.seconds
+    assert estimate_run("sr", resolve_settings("sr", scale=4, iterations=1000, precision="float32"), (32, 32),
+                        factor=4, device="cpu").seconds == pytest.approx(estimate.seconds, rel=0.05)
+    # Automatic stopping: the cap is an upper bound. A day-long run suggests a region.
+    auto = estimate_run("paper", resolve_settings("denoise", "paper"), (2048, 2048), device="cpu")
+    assert not auto.auto and auto.long and "pick a Region" in auto.text() and " h " in auto.text()
+    # A run twice as slow as the table corrects the next estimate.
+    calibration = Calibration()
+    calibration.learn("cpu", estimate.table_step, elapsed=2 * estimate.step * 200, iterations=200)
+    again = estimate_run("default", settings, (128, 128), device="cpu", calibration=calibration)
+    assert again.seconds == pytest.approx(2 * estimate.seconds) and "corrected by your last run" in again.text()
