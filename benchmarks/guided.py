@@ -1,6 +1,6 @@
 """Guided restoration: the flash/no-flash pair of the paper, and a synthetic case with ground truth.
 
-    python benchmarks/guided.py [--pair-dir ../shared/data/flash_no_flash] [--pair-scale 0.5]
+    python benchmarks/guided.py [--pair-dir ../shared/data/flash_no_flash] [--pair-scale 0.4]
         [--pair-iterations 601] [--pair-channels 64] [--size 96] [--images astronaut coffee]
         [--sigmas 25 50] [--cap 1000] [--threads 1] [--out benchmarks/results/guided] [--quick]
 
@@ -161,7 +161,7 @@ def _tables(rows: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pair-dir", type=Path, default=PAIR)
-    parser.add_argument("--pair-scale", type=float, default=0.5)
+    parser.add_argument("--pair-scale", type=float, default=0.4)
     parser.add_argument("--pair-iterations", type=int, default=601)
     parser.add_argument("--pair-channels", type=int, default=64)
     parser.add_argument("--pair-scales", type=int, default=5)

@@ -1,7 +1,7 @@
 """Feature inversion with the Deep Image Prior against a total-variation prior and no prior.
 
     python benchmarks/inversion.py [--size 96] [--images astronaut coffee] [--layers relu2 relu4]
-        [--iterations 1000] [--tv-weights 0.01 0.05 0.2] [--train-seconds 90] [--threads 1]
+        [--iterations 1000] [--tv-weights 0.01 0.1] [--train-seconds 90] [--threads 1]
         [--out benchmarks/results/inversion] [--quick]
 
 Two networks of one small architecture (four 3×3 convolutions with ReLU, two max-pools, a global
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--images", nargs="*", default=["astronaut", "coffee"])
     parser.add_argument("--layers", nargs="*", default=["relu2", "relu4"])
     parser.add_argument("--iterations", type=int, default=1000)
-    parser.add_argument("--tv-weights", type=float, nargs="*", default=[0.01, 0.05, 0.2])
+    parser.add_argument("--tv-weights", type=float, nargs="*", default=[0.01, 0.1])
     parser.add_argument("--train-seconds", type=float, default=90)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/inversion"))
