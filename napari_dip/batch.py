@@ -16,6 +16,7 @@ must be on a file system every worker sees.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ __all__ = [
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 _PARTIAL = ".partial-"
+_WORKERS_PER_CORE = 4
 
 
 @dataclass(frozen=True)
@@ -123,16 +125,48 @@ def _expand(inputs: list[Path]) -> list[Path]:
 
 
 def _source_shape(path: Path) -> tuple[int, ...] | None:
-    """The shape of a TIFF or zarr input (read from its header), ``None`` for other images."""
+    """The shape of an input as it will be read, from its header; ``None`` for a file whose
+    header cannot be read (it fails as its own item, and the others go on)."""
     suffix = path.suffix.lower()
     if suffix == ".zarr":
         return tuple(open_stack(path).shape)
     if suffix in (".tif", ".tiff"):
-        import tifffile
+        try:
+            with io.open_tiff(path) as tiff:
+                return tuple(tiff.series[0].shape)
+        except ValueError:
+            return None
+    import warnings
 
-        with tifffile.TiffFile(path) as tiff:
-            return tuple(tiff.series[0].shape)
-    return None
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                size, mode, bands = (image.height, image.width), image.mode, len(image.getbands())
+    except Exception:  # corrupt, or a decompression bomb: read_image says which, for this item
+        return None
+    # As io.read_image converts them: palette and CMYK to RGB, gray with alpha to RGBA.
+    bands = {"P": 3, "CMYK": 3, "YCbCr": 3, "LA": 4, "PA": 4}.get(mode, bands)
+    return size if bands == 1 else (*size, bands)
+
+
+def _check_outdir(outdir: Path) -> None:
+    """Refuse, before any work, an output folder that is a file or cannot be written."""
+    if outdir.exists() and not outdir.is_dir():
+        raise ValueError(f"the output folder {outdir} is a file; give a folder (it is made if missing)")
+    folder = outdir
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot make the output folder {outdir}: {folder} is a file; choose another output folder")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        raise ValueError(
+            f"cannot write to the output folder {outdir}: {folder} is not writable; choose another output folder"
+        ) from None
 
 
 def plan_batch(inputs: list[str | Path], outdir: str | Path, options: RestoreOptions | None = None) -> BatchPlan:
@@ -162,6 +196,7 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path, options: RestoreOpt
         If there is nothing to do, OUTDIR is an input folder, or two inputs share an output.
     """
     outdir = Path(outdir)
+    _check_outdir(outdir)
     # A file named twice (directly and through its folder, say) is restored once.
     unique: dict[Path, Path] = {}
     for source in _expand([Path(path) for path in inputs]):
@@ -170,12 +205,25 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path, options: RestoreOpt
     for source in sources:
         if source.parent.resolve() == outdir.resolve():
             raise ValueError(f"the output folder {outdir} holds the input {source}; choose another folder")
+    if options is not None and options.mask is not None and options.spec.needs_mask:
+        from .core.fitting import spatial_mask
+
+        mask = np.asarray(options.mask)
+        spatial_mask(mask, mask.shape)  # an empty or full mask is so for every input
     items: list[BatchItem] = []
     stacks: list[BatchStack] = []
     for source in sources:
         shape = _source_shape(source)
-        layout = _layout(shape, options) if shape is not None else None
-        if layout is None or not layout.plane_axes:
+        layout = None
+        if shape is not None:
+            try:
+                # The axes and the mask are checked against every input before any is restored.
+                layout = _layout(shape, options)
+                if options is not None:
+                    layout.check_mask(options.mask)
+            except ValueError as error:
+                raise ValueError(f"{source}: {error}") from None
+        if source.suffix.lower() not in STACK_SUFFIXES or layout is None or not layout.plane_axes:
             suffix = {".jpg": ".png", ".jpeg": ".png", ".zarr": ".tif"}.get(source.suffix.lower(), source.suffix)
             items.append(BatchItem(source, outdir / (source.stem + suffix)))
             continue
@@ -189,6 +237,9 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path, options: RestoreOpt
             planes.append(plane)
             items.append(BatchItem(source, plane, position, stack_output))
         stacks.append(BatchStack(source, stack_output, tuple(planes)))
+    for output in [item.output for item in items] + [stack.output for stack in stacks]:
+        if output.is_dir():
+            raise ValueError(f"the output {output} is a folder; remove it or choose another output folder")
     owners: dict[Path, Path] = {}
     for item in items:
         other = owners.setdefault(item.output, item.source)
@@ -229,6 +280,7 @@ def write_atomically(path: Path, image: np.ndarray) -> None:
     image : ndarray
     """
     path = Path(path)
+    io.check_holds(path, image)  # named by its own name, not the temporary one's
     # Same folder, so the rename cannot cross file systems; same suffix, so the format is kept.
     partial = path.with_name(f".{path.stem}{_PARTIAL}{uuid.uuid4().hex}{path.suffix}")
     try:
@@ -380,6 +432,13 @@ def local_cluster(workers: int) -> Iterator[Any]:
     """
     from dask.distributed import Client, LocalCluster
 
+    # More processes than cores only compete for them; many more exhaust the machine.
+    most = _WORKERS_PER_CORE * _cores()
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= most:
+        raise ValueError(
+            f"a local cluster runs 1 to {most} worker processes here ({_WORKERS_PER_CORE} per core), not {workers!r}: "
+            f"give --workers {_cores()} (one per core), 0 to run here, or --scheduler for a bigger cluster"
+        )
     # One thread per worker process: torch runs its own thread pool inside each task.
     with (
         LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,

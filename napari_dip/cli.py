@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("restore", help="restore one image")
     source = run.add_mutually_exclusive_group(required=True)
-    source.add_argument("input", nargs="?", type=Path, help="PNG, JPEG or TIFF image")
+    source.add_argument("input", nargs="?", type=Path, help="PNG, JPEG or TIFF image, or a zarr array")
     source.add_argument("--sample", choices=sorted(io.SAMPLES), help="use an image bundled with scikit-image")
     run.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
     _add_fit_options(run)
@@ -127,8 +127,36 @@ def _options(args: argparse.Namespace, **inputs):
         task=args.task, scale=args.scale, preset=args.preset, iterations=args.iterations, seed=args.seed,
         device=args.device, threads=args.threads, preview_seconds=None, tile_size=args.tile_size,
         memory_limit=args.memory_limit, keep_known=False if args.keep_raw else None, axes=args.axes,
-        volume=getattr(args, "volume", False), advanced=dict(args.set), **inputs,
+        volume=getattr(args, "volume", False), advanced=_advanced(args), **inputs,
     )
+
+
+def _advanced(args: argparse.Namespace) -> dict[str, object]:
+    """The ``--set`` settings, each named once and each a setting (not an option of its own)."""
+    import difflib
+    from dataclasses import fields
+
+    from .core import RestoreOptions
+    from .core.settings import Settings
+
+    own = {f.name for f in fields(RestoreOptions)} - {"advanced"}
+    known = [f.name for f in fields(Settings) if f.name not in own]
+    advanced: dict[str, object] = {}
+    for name, value in args.set:
+        if name in advanced:
+            raise ValueError(f"--set {name} is given twice ({advanced[name]!r}, then {value!r}): give it once")
+        if name in own:
+            flag = {"keep_known": "keep-raw"}.get(name, name.replace("_", "-"))
+            if hasattr(args, name) or name == "keep_known":
+                raise ValueError(f"{name} has an option of its own: write --{flag} instead of --set {name}=...")
+            raise ValueError(f"--set {name}: {name} is an option of the Python API (RestoreOptions), not a setting; "
+                             f"the command line does not take it (settings: {', '.join(known)})")
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            guess = f"did you mean {close[0]}? " if close else ""
+            raise ValueError(f"--set {name}: unknown setting; {guess}known settings: {', '.join(known)}")
+        advanced[name] = value
+    return advanced
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -153,6 +181,10 @@ def _bytes(text: str) -> int:
     size = int(float(match.group(1)) * _UNITS[match.group(2) or ""]) if match else 0
     if size < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 3GB, 512MiB or 3000000000")
+    if size < 2**20:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is {size} bytes, less than the 1MiB any fit needs; write e.g. 3GB or 512MiB"
+        )
     return size
 
 
@@ -246,8 +278,10 @@ def _check_volume_files(args: argparse.Namespace) -> None:
     if args.sample is not None:
         raise ValueError("--volume restores a z-stack: give a TIFF stack as INPUT, not --sample")
     for path in (args.input, args.output):
+        if path is args.input and path.suffix.lower() == ".zarr":
+            continue
         if io.check_format(path) not in (".tif", ".tiff"):
-            raise ValueError(f"--volume reads and writes TIFF stacks; {path} is not a .tif")
+            raise ValueError(f"--volume reads TIFF stacks or zarr arrays and writes TIFF stacks; {path} is not a .tif")
 
 
 def _read_volume_mask(path: Path, volume):

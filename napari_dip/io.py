@@ -6,13 +6,16 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "check_format", "check_output", "check_pixels", "read_image", "write_image", "read_psf",
+    "check_format", "check_output", "check_pixels", "check_holds", "read_image", "write_image", "read_psf",
+    "open_tiff",
     "max_pixels", "MAX_PIXELS_ENV", "SAMPLES", "sample_image", "sample_input",
 ]
 
@@ -72,19 +75,23 @@ def check_pixels(
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file, refusing (before reading pixel data) one above :func:`max_pixels`."""
+    """Read an image file or a zarr array, refusing (before reading pixel data) one above
+    :func:`max_pixels`."""
     path = Path(path)
+    if path.suffix.lower() == ".zarr":
+        return _read_zarr(path)
     suffix = check_format(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     if suffix in _TIFF:
-        import tifffile
-
-        with tifffile.TiffFile(path) as tiff:
+        with open_tiff(path) as tiff:
             series = tiff.series[0]
             pixels = math.prod(n for n, axis in zip(series.shape, series.axes, strict=True) if axis != "S")
             check_pixels(path, pixels, tuple(series.shape))
-            return series.asarray()
+            try:
+                return series.asarray()
+            except (ValueError, OSError, IndexError, KeyError) as error:  # truncated or corrupt pixel data
+                raise ValueError(f"{path} cannot be read ({error}); check that it was written completely") from None
     from PIL import Image
 
     limit = max_pixels()
@@ -104,6 +111,47 @@ def read_image(path: str | Path) -> np.ndarray:
         return np.asarray(image)
 
 
+@contextmanager
+def open_tiff(path: str | Path) -> Iterator[Any]:
+    """A ``tifffile.TiffFile`` with at least one image series, or one sentence naming the file."""
+    import logging
+
+    import tifffile
+
+    # tifffile logs what it skips in a damaged header; the sentence below says it once.
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    tiff = None
+    try:
+        tiff = tifffile.TiffFile(path)
+        series = tiff.series
+    except MemoryError:
+        raise
+    except Exception as error:  # tifffile raises TiffFileError, struct.error, IndexError, ... on bad headers
+        if tiff is not None:
+            tiff.close()
+        raise ValueError(
+            f"{path} is not a readable TIFF file ({error}); check that it was written completely"
+        ) from None
+    finally:
+        logger.setLevel(level)
+    with tiff:
+        if not series:
+            raise ValueError(f"{path} holds no image data; check that it was written completely")
+        yield tiff
+
+
+def _read_zarr(path: Path) -> np.ndarray:
+    from .stack_io import open_stack
+
+    stack = open_stack(path)
+    shape = tuple(stack.shape)
+    colour = len(shape) > 2 and shape[-1] in (3, 4)
+    check_pixels(path, math.prod(shape[:-1] if colour else shape), shape)
+    return np.asarray(stack[...])
+
+
 def _check_pil(path: Path, shape: tuple[int, ...], dtype: np.dtype, low: float, high: float) -> None:
     """Refuse a result of this shape, dtype and value range that PNG, JPEG or BMP cannot hold."""
     suffix = path.suffix.lower()
@@ -119,6 +167,8 @@ def _check_pil(path: Path, shape: tuple[int, ...], dtype: np.dtype, low: float, 
         )
     if dtype == np.uint8 or (dtype == np.uint16 and suffix == ".png" and len(shape) == 2):
         return
+    if dtype == np.bool_ and suffix in (".png", ".bmp") and len(shape) == 2:
+        return  # written as a 1-bit image
     if dtype == np.uint16:
         what = "16-bit grayscale only" if suffix == ".png" else "8-bit images only"
         raise ValueError(f"{name} holds {what}; write {path.stem}.tif for a 16-bit image of shape {shape}")
@@ -129,6 +179,13 @@ def _check_pil(path: Path, shape: tuple[int, ...], dtype: np.dtype, low: float, 
             )
         return
     raise ValueError(f"{name} cannot hold a {dtype} image; write {path.stem}.tif instead")
+
+
+def check_holds(path: str | Path, image: np.ndarray) -> None:
+    """Refuse, naming ``path``, an image its format (by suffix) cannot hold."""
+    path = Path(path)
+    if check_format(path) in _PIL:
+        _check_pil(path, image.shape, image.dtype, float(image.min()), float(image.max()))
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
@@ -180,6 +237,14 @@ def check_output(
     """
     path = Path(path)
     suffix = check_format(path)
+    like = np.asarray(like)
+    # The input's own fault first: NaN would otherwise read as a value range no format holds.
+    # (core.arrays.check_finite's sentence, without importing the core, which imports torch.)
+    if np.issubdtype(like.dtype, np.inexact) and not np.isfinite(like).all():
+        raise ValueError(
+            f"the image contains {int(np.count_nonzero(~np.isfinite(like)))} NaN or infinite value(s); "
+            "replace them (or mask them for inpainting) before restoring"
+        )
     for what, source in (reads or {}).items():
         if source is not None and _same_file(path, Path(source)):
             raise ValueError(f"the output {path} is the {what} file {source}; choose another output name")
@@ -195,7 +260,6 @@ def check_output(
     except OSError:
         raise ValueError(f"cannot write {path}: the folder {folder} is not writable; choose another folder") from None
     if suffix in _PIL:
-        like = np.asarray(like)
         shape = (like.shape[0] * scale, like.shape[1] * scale, *like.shape[2:]) if like.ndim >= 2 else like.shape
         _check_pil(path, shape, like.dtype, float(like.min()), float(like.max()))
 

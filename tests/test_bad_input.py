@@ -4,6 +4,7 @@ traceback, and no file touched."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -120,6 +121,7 @@ def _tiff(path: Path, array, **kwargs) -> Path:
 
 
 def _gray(d: Path, name: str = "g.png") -> Path:
+    (d / name).parent.mkdir(parents=True, exist_ok=True)
     return _png(d / name, (np.arange(32 * 32).reshape(32, 32) % 251).astype(np.uint8))
 
 
@@ -168,6 +170,62 @@ def _folder_output(d: Path) -> list[str]:
 def _npz_psf(d: Path) -> list[str]:
     np.savez(d / "psf.npz", psf=np.ones((3, 3)))
     return [str(_gray(d)), "-o", str(d / "o.png"), "--task", "deblur", "--psf", str(d / "psf.npz")]
+
+
+def _stack_args(command: str, source: Path, d: Path) -> list[str]:
+    if command == "restore":
+        return [str(source), "-o", str(d / "o.tif")]
+    return ["batch", str(source), "-o", str(d / "out"), "--workers", "0"]
+
+
+def _empty_zarr(d: Path) -> Path:
+    (d / "e.zarr").mkdir()
+    return d / "e.zarr"
+
+
+def _group_zarr(d: Path) -> Path:
+    import zarr
+
+    zarr.open_group(str(d / "g.zarr"), mode="w")
+    return d / "g.zarr"
+
+
+def _junk_zarr(d: Path) -> Path:
+    (d / "j.zarr").mkdir()
+    (d / "j.zarr" / "notes.txt").write_text("not zarr")
+    return d / "j.zarr"
+
+
+def _zero_zarr(d: Path) -> Path:
+    import zarr
+
+    zarr.open_array(str(d / "z.zarr"), mode="w", shape=(0, 16, 16), dtype="uint8")
+    return d / "z.zarr"
+
+
+def _text_tiff(d: Path) -> Path:
+    (d / "t.tif").write_text("hello, not a TIFF")
+    return d / "t.tif"
+
+
+def _notes(d: Path) -> Path:
+    (d / "notes.txt").write_text("a file, not a folder")
+    return d / "notes.txt"
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def _nan_tiff(d: Path) -> Path:
+    image = np.linspace(0, 5, 16 * 16, dtype=np.float32).reshape(16, 16)
+    image[3, 3] = np.nan
+    return _tiff(d / "nan.tif", image)
+
+
+def _stack_tiff(d: Path) -> Path:
+    return _tiff(d / "s.tif", np.full((2, 16, 16), 100, np.uint8))
 
 
 # (arguments made in a folder, what the one line must say). Nothing may be written or changed.
@@ -221,13 +279,125 @@ CLI_REFUSALS = [
     pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "channels=0"],
                  r"^napari-dip: error: channels must be at least 1, got 0$", id="set-channels-0"),
     pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "widht=3"],
-                 r"^napari-dip: error: unknown setting\(s\) widht; known: ", id="set-unknown"),
+                 r"^napari-dip: error: --set widht: unknown setting; known settings: lr, ", id="set-unknown"),
     pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--axes", "TYX"],
                  r"^napari-dip: error: axes 'TYX' names 3 axes but the image has 2", id="axes-wrong-length"),
     pytest.param(lambda d: ["batch", str(_gray(d)), "-o", str(d / "out"), "--memory-limit", "1.5.5GB"],
                  r"^napari-dip batch: error: argument --memory-limit: '1\.5\.5GB' is not a size; write e\.g\. 3GB",
                  id="memory-limit-1.5.5GB"),
+    # 8. stacks on disk that hold nothing, for restore and batch alike
+    *[pytest.param(lambda d, make=make, command=command: _stack_args(command, make(d), d), message,
+                   id=f"{command}-{name}")
+      for command in ("restore", "batch")
+      for name, make, message in [*([] if command == "batch" else [
+          ("tiff-that-is-text", _text_tiff,  # batch: one failed item (test_batch_fails_a_corrupt_tiff_alone)
+           r"^napari-dip: error: .*t\.tif is not a readable TIFF file \(.*\); check that it was written")]),
+          ("empty-zarr", _empty_zarr,
+           r"^napari-dip: error: the zarr folder .*e\.zarr is empty: it holds no array; give the folder of a zarr "
+           r"array$"),
+          ("zarr-group-without-array", _group_zarr,
+           r"^napari-dip: error: the zarr group .*g\.zarr holds no array; give the folder of a zarr array"),
+          ("zarr-without-metadata", _junk_zarr,
+           r"^napari-dip: error: the folder .*j\.zarr holds no zarr array or group \(no zarr\.json"),
+          ("zarr-of-no-pixels", _zero_zarr,
+           r"^napari-dip: error: .*z\.zarr holds no pixels \(shape \(0, 16, 16\)\): give a stack with at least"),
+      ]],
+    # 9. batch: the output folder, checked before any fit
+    pytest.param(lambda d: ["batch", str(_gray(d)), "-o", str(_notes(d)), "--workers", "0"],
+                 r"^napari-dip: error: the output folder .*notes\.txt is a file; give a folder \(it is made if "
+                 r"missing\)$", id="batch-outdir-is-a-file"),
+    pytest.param(lambda d: ["batch", str(_gray(d)), "-o", str(_notes(d) / "out"), "--workers", "0"],
+                 r"^napari-dip: error: cannot make the output folder .*notes\.txt/out: .*notes\.txt is a file; "
+                 r"choose another output folder$", id="batch-outdir-inside-a-file"),
+    pytest.param(lambda d: ["batch", str(_gray(d)), "-o", "/proc/napari-dip", "--workers", "0"],
+                 r"^napari-dip: error: cannot write to the output folder /proc/napari-dip: /proc is not writable",
+                 id="batch-outdir-read-only"),
+    pytest.param(lambda d: ["batch", str(_gray(d, "in/g.png")), "-o", str(_folder(d / "out" / "g.png").parent),
+                            "--workers", "0"],
+                 r"^napari-dip: error: the output .*out/g\.png is a folder; remove it or choose another output",
+                 id="batch-output-is-a-folder"),
+    # 10. the image's own fault comes before what the output format could hold
+    pytest.param(lambda d: [str(_nan_tiff(d)), "-o", str(d / "o.png")],
+                 r"^napari-dip: error: the image contains 1 NaN or infinite value\(s\); replace them", id="nan-to-png"),
+    pytest.param(lambda d: [str(_nan_tiff(d)), "-o", str(d / "o.jpg")],
+                 r"^napari-dip: error: the image contains 1 NaN or infinite value\(s\)", id="nan-to-jpeg"),
+    # 11. --set NAME=VALUE
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "channels=8", "--set", "channels=16"],
+                 r"^napari-dip: error: --set channels is given twice \(8, then 16\): give it once$",
+                 id="set-repeated"),
+    pytest.param(lambda d: ["batch", str(_gray(d)), "-o", str(d / "out"), "--workers", "0", "--set", "lr=0.1",
+                            "--set", "lr=0.2"],
+                 r"^napari-dip: error: --set lr is given twice \(0\.1, then 0\.2\): give it once$",
+                 id="batch-set-repeated"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "iterations=5"],
+                 r"^napari-dip: error: iterations has an option of its own: write --iterations instead of --set "
+                 r"iterations=\.\.\.$", id="set-iterations"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "task=sr"],
+                 r"^napari-dip: error: task has an option of its own: write --task instead", id="set-task"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "tile_size=16"],
+                 r"^napari-dip: error: tile_size has an option of its own: write --tile-size instead",
+                 id="set-tile-size"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "overlap=4"],
+                 r"^napari-dip: error: --set overlap: overlap is an option of the Python API \(RestoreOptions\), not "
+                 r"a setting; the command line does not take it", id="set-api-option"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "chanels=8"],
+                 r"^napari-dip: error: --set chanels: unknown setting; did you mean channels\? known settings: ",
+                 id="set-typo"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "channels=x"],
+                 r"^napari-dip: error: channels must be a whole number, got 'x'$", id="set-channels-text"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "channels=2.5"],
+                 r"^napari-dip: error: channels must be a whole number, got 2\.5$", id="set-channels-fraction"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "lr=nan"],
+                 r"^napari-dip: error: lr must be a finite number, got 'nan'$", id="set-lr-nan"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "ema=2"],
+                 r"^napari-dip: error: ema must be in \[0, 1\), got 2$", id="set-ema-2"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "compile=fast"],
+                 r"^napari-dip: error: unknown compile setting 'fast'; choose one of auto, on, off$",
+                 id="set-compile-word"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--set", "channels"],
+                 r"^napari-dip restore: error: argument --set: 'channels' is not NAME=VALUE; write e\.g\. --set "
+                 r"channels=32$", id="set-without-value"),
+    # 12. --axes
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--axes", "YY"],
+                 r"^napari-dip: error: axes 'YY' repeats a letter: name each axis once", id="axes-repeated-letter"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--axes", "CY"],
+                 r"^napari-dip: error: axes 'CY' needs a Y and an X axis", id="axes-without-x"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--axes", "Y X"],
+                 r"^napari-dip: error: axes must be a string of axis letters such as 'TYX', got 'Y X'$",
+                 id="axes-with-a-space"),
+    pytest.param(lambda d: [str(_stack_tiff(d)), "-o", str(d / "o.tif"), "--axes", "TYX", "--volume"],
+                 r"^napari-dip: error: a volume needs a Z axis: axes 'TYX' has none", id="axes-volume-without-z"),
+    pytest.param(lambda d: ["batch", str(_gray(d)), "-o", str(d / "out"), "--workers", "0", "--axes", "TYX"],
+                 r"^napari-dip: error: .*g\.png: axes 'TYX' names 3 axes but the image has 2 \(shape \(32, 32\)\)$",
+                 id="batch-axes-wrong-length-for-a-png"),
+    pytest.param(lambda d: ["batch", str(_stack_tiff(d)), "-o", str(d / "out"), "--workers", "0", "--axes", "ZZX"],
+                 r"^napari-dip: error: .*s\.tif: axes 'ZZX' repeats a letter", id="batch-axes-repeated-letter"),
+    # 13. tiling and memory extremes
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--tile-size", "0"],
+                 r"^napari-dip: error: tile size must be at least 1, got 0$", id="tile-size-0"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--tile-size", "7"],
+                 r"^napari-dip: error: tile size 7 is too small: use at least 8 pixels$", id="tile-size-7"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--tile-size", "1.5"],
+                 r"^napari-dip restore: error: argument --tile-size: invalid int value: '1\.5'$", id="tile-size-1.5"),
+    pytest.param(lambda d: ["batch", str(_gray(d)), str(_gray(d, "h.png")), "-o", str(d / "out"), "--workers", "0",
+                            "--tile-size", "0"],
+                 r"^napari-dip: error: tile size must be at least 1, got 0$", id="batch-tile-size-0-once"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--memory-limit", "1KB"],
+                 r"^napari-dip restore: error: argument --memory-limit: '1KB' is 1000 bytes, less than the 1MiB any "
+                 r"fit needs; write e\.g\. 3GB or 512MiB$", id="memory-limit-1KB"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--memory-limit", "1MiB", "--tile-size", "8"],
+                 r"^napari-dip: error: an output of 64×64 pixels needs about \d+ MiB to fit whole, more than the 1 MiB "
+                 r"that memory_limit allows: raise memory_limit, narrow the network \(channels\) or use fewer scales$",
+                 id="memory-limit-below-the-smallest-tile"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--threads", "100000"],
+                 r"^napari-dip: error: threads must be at most 1024, got 100000$", id="threads-100000"),
+    pytest.param(lambda d: ["batch", str(_gray(d)), "-o", str(d / "out"), "--workers", "100000"],
+                 r"^napari-dip: error: a local cluster runs 1 to \d+ worker processes here \(4 per core\), not "
+                 r"100000: give --workers \d+ \(one per core\), 0 to run here, or --scheduler", id="workers-100000",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
+                                          reason="needs dask.distributed")),
 ]
+
 
 
 def _cli(args: list[str], env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -329,6 +499,18 @@ def test_batch_refuses_a_tiff_bomb_per_item(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_batch_fails_a_corrupt_tiff_alone(tmp_path):
+    """A file that is no TIFF is one failed item, in one line naming it; the other input is restored."""
+    source, good = _text_tiff(tmp_path), _gray(tmp_path)
+    done = _cli(["batch", str(source), str(good), "-o", str(tmp_path / "out"), "--workers", "0"], timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"napari-dip: failed: {source}: ValueError: {source} is not a readable TIFF file (not a TIFF file: "
+        "header=b'hell'); check that it was written completely"
+    ]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["g.png"]
+
+
 def test_pixel_limit_must_be_a_number(tmp_path, monkeypatch):
     monkeypatch.setenv(io.MAX_PIXELS_ENV, "lots")
     with pytest.raises(ValueError, match=r"^NAPARI_DIP_MAX_PIXELS='lots' is not a pixel count; set it to a "
@@ -396,3 +578,255 @@ def test_valid_settings_are_kept_beside_invalid_ones(settings_file, warnings_sho
     assert len(warnings_shown) == 1 and "threads=2.0, advanced.scales=True" in warnings_shown[0]
     settings_file.unlink()
     assert load_settings() == {} and len(warnings_shown) == 1  # no file: defaults, no warning
+
+
+# --- warm starts from another run's network -----------------------------------------------------------
+
+TINY = {"channels": 8, "scales": 2}
+
+
+def _tiny_options(**changes):
+    from napari_dip.core import RestoreOptions
+
+    advanced = {**TINY, **changes.pop("advanced", {})}
+    return RestoreOptions(iterations=changes.pop("iterations", 1), threads=1, preview_seconds=None,
+                          advanced=advanced, **changes)
+
+
+@pytest.fixture(scope="module")
+def gray_state():
+    """The network state of a tiny 16×16 grayscale fit: 8 channels, 2 scales, input depth 32."""
+    from napari_dip.core import consume, restore_iter
+
+    image = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    state = consume(restore_iter(image, options=_tiny_options(), keep_state=True)).state
+    assert state is not None
+    return state
+
+
+def _linear_state():
+    import torch
+
+    return torch.nn.Linear(2, 2).state_dict()
+
+
+def _nan_state(state):
+    broken = {name: value.clone() for name, value in state.items()}
+    broken["head.0.bias"].fill_(float("nan"))
+    return broken
+
+
+GRAY = (16, 16)
+OTHER_NETWORKS = [
+    pytest.param(GRAY, dict(advanced={"channels": 16}),
+                 r"^initial_state comes from another network: channels=8, where this run's has channels=16; "
+                 r"warm-start from a run with the same settings and image channels \(or give this run those "
+                 r"settings\), or leave initial_state out$", id="channels"),
+    pytest.param(GRAY, dict(advanced={"scales": 3}), r"network: scales=2, where this run's has scales=3;",
+                 id="depth"),
+    pytest.param(GRAY, dict(advanced={"input_depth": 4}), r"network: input_depth=32, where this run's has "
+                 r"input_depth=4;", id="input-channels"),
+    pytest.param(GRAY, dict(advanced={"skip_channels": 0}), r"network: skip_channels=4, where this run's has "
+                 r"skip_channels=0;", id="skip-channels"),
+    pytest.param(GRAY, dict(advanced={"top_channels": 4}), r"network: top_channels=8, where this run's has "
+                 r"top_channels=4;", id="top-channels"),
+    pytest.param((16, 16, 3), {}, r"network: 1 image channel, where this run's has 3 image channels;",
+                 id="image-channels"),
+    pytest.param((8, 16, 16), dict(volume=True), r"network: a 2D network, where this run's has a 3D \(volume\) "
+                 r"network;", id="volume"),
+    # Another task's preset: another width and depth (the task itself does not change the network).
+    pytest.param(GRAY, dict(task="sr", scale=2, advanced={"channels": None, "scales": None}),
+                 r"network: scales=2, channels=8, top_channels=8, where this run's has scales=5, channels=64, "
+                 r"top_channels=32;", id="other-task-preset"),
+]
+
+
+@pytest.mark.parametrize("shape, changes, message", OTHER_NETWORKS)
+def test_initial_state_from_another_network_is_refused_before_any_step(gray_state, shape, changes, message):
+    from napari_dip.core import restore_iter
+
+    image = np.random.default_rng(1).random(shape).astype(np.float32)
+    # A long run: the refusal must come before its first step.
+    run = restore_iter(image, options=_tiny_options(iterations=10**6, **changes), initial_state=gray_state)
+    with pytest.raises(ValueError, match=message):
+        next(run)
+
+
+@pytest.mark.parametrize("make_state, message", [
+    pytest.param(lambda state: "weights.pt", r"^initial_state must be a network state \(the state of a Restoration "
+                 r"from a run with keep_state=True\), got str$", id="a-path"),
+    pytest.param(lambda state: {}, r"got an empty mapping$", id="empty"),
+    pytest.param(lambda state: {name: value.numpy() for name, value in state.items()},
+                 r"got a mapping holding ndarray values, not only tensors$", id="numpy-values"),
+    pytest.param(lambda state: _linear_state(), r"^initial_state is not a state of this run's network \(its "
+                 r"weights' names or shapes differ\)", id="another-module"),
+    pytest.param(_nan_state, r"^initial_state holds NaN or infinite weights \(in 1 of its \d+ tensors, e\.g\. "
+                 r"head\.0\.bias\): warm-start from a run that did not diverge", id="nan-weights"),
+])
+def test_initial_state_that_is_no_network_state_is_refused(gray_state, make_state, message):
+    from napari_dip.core import restore_iter
+
+    run = restore_iter(np.zeros(GRAY, np.float32), options=_tiny_options(iterations=10**6),
+                       initial_state=make_state(gray_state))
+    with pytest.raises(ValueError, match=message):
+        next(run)
+
+
+def test_initial_state_from_the_same_settings_warm_starts(gray_state):
+    from napari_dip.core import consume, restore_iter
+
+    image = np.random.default_rng(2).random(GRAY).astype(np.float32)
+    result = consume(restore_iter(image, options=_tiny_options(), initial_state=gray_state))
+    assert result.image.shape == GRAY and result.iterations == 1
+
+
+# --- channel_axis, through every interface that takes it ------------------------------------------------
+
+CHANNEL_AXES = [
+    pytest.param(1.5, r"^channel_axis must be a whole number \(an axis index such as 0 or -1\), got 1\.5$", id="1.5"),
+    pytest.param(True, r"^channel_axis must be a whole number .*got True$", id="bool"),
+    pytest.param("1", r"^channel_axis must be a whole number .*got '1'$", id="text"),
+    pytest.param(5, r"channel_axis 5 is out of range for an image of shape \(16, 16, 3\)$", id="5"),
+    pytest.param(-4, r"channel_axis -4 is out of range for an image of shape \(16, 16, 3\)$", id="-4"),
+]
+
+
+def _rgb_png(d: Path) -> Path:
+    return _png(d / "rgb.png", np.full((16, 16, 3), 90, np.uint8))
+
+
+def _rgb_tiff(d: Path) -> Path:
+    return _tiff(d / "rgb.tif", np.full((16, 16, 3), 90, np.uint8), photometric="rgb")
+
+
+@pytest.mark.parametrize("channel_axis, message", CHANNEL_AXES)
+@pytest.mark.parametrize("interface", ["restore", "restore_iter", "from_json", "plan_batch-png", "plan_batch-tiff"])
+def test_channel_axis_is_checked_before_any_work(tmp_path, interface, channel_axis, message):
+    from napari_dip import batch, restore
+    from napari_dip.core import RestoreOptions, restore_iter
+
+    image = np.full((16, 16, 3), 0.5, np.float32)
+    with pytest.raises(ValueError, match=message):
+        if interface == "restore":
+            restore(image, channel_axis=channel_axis, iterations=10**6, threads=1, **TINY)
+        elif interface == "restore_iter":
+            next(restore_iter(image, channel_axis=channel_axis, iterations=10**6, threads=1, **TINY))
+        elif interface == "from_json":
+            next(restore_iter(image, options=RestoreOptions.from_json(json.dumps({"channel_axis": channel_axis}))))
+        else:
+            source = _rgb_png(tmp_path) if interface.endswith("png") else _rgb_tiff(tmp_path)
+            batch.plan_batch([source], tmp_path / "out", RestoreOptions.from_kwargs(channel_axis=channel_axis))
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_names_the_file_whose_axes_do_not_fit(tmp_path):
+    from napari_dip import batch
+    from napari_dip.core import RestoreOptions
+
+    source = _rgb_png(tmp_path)
+    with pytest.raises(ValueError, match=rf"^{source}: channel_axis 5 is out of range for an image of shape"):
+        batch.plan_batch([source], tmp_path / "out", RestoreOptions(channel_axis=5))
+
+
+def test_a_valid_numpy_channel_axis_is_taken():
+    from napari_dip import restore
+
+    image = np.full((3, 16, 16), 0.5, np.float32)
+    assert restore(image, channel_axis=np.int64(0), iterations=1, threads=1, **TINY).shape == (3, 16, 16)
+
+
+# --- RestoreOptions from keywords and JSON: wrong types and misplaced names -----------------------------
+
+OPTION_REFUSALS = [
+    pytest.param('{"task": "denoise", ', r"^the saved options are not valid JSON \(.*\); save them again with "
+                 r"to_json\(\)$", id="json-not-json"),
+    pytest.param('{"channel_axis": 0, "axes": "CYX"}', r"^give either axes or channel_axis, not both",
+                 id="json-axes-and-channel-axis"),
+    pytest.param('{"axes": "T YX"}', r"^axes must be a string of axis letters such as 'TYX', got 'T YX'$",
+                 id="json-axes-space"),
+    pytest.param('{"axes": ["T", "Y", "X"]}', r"^axes must be a string of axis letters", id="json-axes-list"),
+    pytest.param('{"threads": 100000}', r"^threads must be at most 1024, got 100000$", id="json-threads"),
+    pytest.param('{"tile_size": "big"}', r"^tile size must be a whole number, got 'big'$", id="json-tile-size"),
+    pytest.param('{"memory_limit": 1.5}', r"^memory limit \(bytes\) must be a whole number, got 1\.5$",
+                 id="json-memory-limit"),
+    pytest.param('{"advanced": {"iterations": 5}}', r"^iterations is an option of its own, not an advanced setting: "
+                 r"give iterations=5 directly", id="json-advanced-iterations"),
+    pytest.param('{"advanced": {"task": "sr"}}', r"^task is an option of its own, not an advanced setting: "
+                 r"give task='sr' directly", id="json-advanced-task"),
+    pytest.param('{"advanced": {"seed": 3}}', r"^seed is an option of its own", id="json-advanced-seed"),
+    pytest.param('{"advanced": {"channels": "wide"}}', r"^channels must be a whole number, got 'wide'$",
+                 id="json-advanced-channels"),
+    pytest.param('{"advanced": ["channels", 8]}', r"^advanced must be a dict of Settings fields, got list$",
+                 id="json-advanced-list"),
+]
+
+
+@pytest.mark.parametrize("text, message", OPTION_REFUSALS)
+def test_saved_options_of_the_wrong_type_are_refused(text, message):
+    from napari_dip.core import RestoreOptions
+
+    with pytest.raises(ValueError, match=message):
+        RestoreOptions.from_json(text)
+
+
+def test_restore_keywords_that_are_options_are_not_settings():
+    from napari_dip import restore
+
+    with pytest.raises(ValueError, match=r"^seed is an option of its own, not an advanced setting: give seed=3"):
+        restore(np.zeros(GRAY, np.float32), advanced={"seed": 3}, iterations=1)
+
+
+# --- files: empty stacks and outputs, through the Python API of batch and io -----------------------------
+
+@pytest.mark.parametrize("make, message", [
+    pytest.param(_empty_zarr, r"the zarr folder .*e\.zarr is empty", id="empty-zarr"),
+    pytest.param(_group_zarr, r"the zarr group .*g\.zarr holds no array", id="group-without-array"),
+    pytest.param(_zero_zarr, r"z\.zarr holds no pixels \(shape \(0, 16, 16\)\)", id="no-pixels"),
+    pytest.param(lambda d: _notes(d).rename(d / "f.zarr") or d / "f.zarr",
+                 r"f\.zarr is a file, not a zarr folder", id="zarr-that-is-a-file"),
+])
+def test_stacks_that_hold_nothing_are_refused_by_every_reader(tmp_path, make, message):
+    from napari_dip import batch
+    from napari_dip.stack_io import open_stack
+
+    source = make(tmp_path)
+    for read in (open_stack, io.read_image, lambda path: batch.plan_batch([path], tmp_path / "out")):
+        with pytest.raises(ValueError, match=message):
+            read(source)
+
+
+def test_the_output_folder_is_checked_when_the_batch_is_planned(tmp_path):
+    from napari_dip import batch
+
+    source, notes = _gray(tmp_path, "in/g.png"), _notes(tmp_path)
+    with pytest.raises(ValueError, match=rf"^the output folder {notes} is a file; give a folder"):
+        batch.plan_batch([source], notes)
+    with pytest.raises(ValueError, match=rf"^cannot make the output folder {notes / 'a'}: {notes} is a file"):
+        batch.plan_batch([source], notes / "a")
+    assert batch.plan_batch([source], tmp_path / "new" / "out").items[0].output == tmp_path / "new/out/g.png"
+
+
+def test_nan_is_named_before_what_the_format_could_hold(tmp_path):
+    image = np.full((16, 16), 500.0)  # a range no PNG holds ...
+    image[0, 0] = np.nan  # ... but NaN is the real fault
+    with pytest.raises(ValueError, match=r"^the image contains 1 NaN or infinite value\(s\)"):
+        io.check_output(tmp_path / "o.png", image)
+    with pytest.raises(ValueError, match=r"^PNG cannot hold float values in \[500, 500\]"):
+        io.check_output(tmp_path / "o.png", np.full((16, 16), 500.0))
+
+
+def test_a_one_bit_png_is_written_back_as_one(tmp_path):
+    bits = np.arange(256).reshape(16, 16) % 3 == 0
+    io.check_output(tmp_path / "o.png", bits)
+    io.write_image(tmp_path / "o.png", bits)
+    assert Image.open(tmp_path / "o.png").mode == "1"
+    np.testing.assert_array_equal(io.read_image(tmp_path / "o.png"), bits)
+
+
+def test_a_failed_atomic_write_names_the_output_not_its_temporary_file(tmp_path):
+    from napari_dip.batch import write_atomically
+
+    with pytest.raises(ValueError, match=r"^JPEG cannot hold the alpha channel of an RGBA image; write o\.png or "
+                                         r"\.tif$"):
+        write_atomically(tmp_path / "o.jpg", np.zeros((16, 16, 4), np.uint8))
+    assert list(tmp_path.iterdir()) == []

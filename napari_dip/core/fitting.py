@@ -20,12 +20,15 @@ from .engine import STOP_REASONS, Progress, fit
 from .guide import guide_code
 from .layout import Layout
 from .memory import default_budget, fit_bytes_per_pixel
-from .networks import depth_scales_for
+from .networks import build_network, depth_scales_for
 from .options import RestoreOptions
 from .settings import Settings
 from .stopping import estimate_noise_sigma
 
-__all__ = ["Restoration", "fit_array", "network_shape", "check_image", "spatial_mask", "check_fit_memory"]
+__all__ = [
+    "Restoration", "fit_array", "network_shape", "check_image", "spatial_mask", "check_fit_memory",
+    "check_initial_state",
+]
 
 
 @dataclass
@@ -108,10 +111,105 @@ def check_fit_memory(options: RestoreOptions, channels: int, out_shape: tuple[in
             f"an output of {out_shape[1]}×{out_shape[0]} pixels")
         advice = ("crop it, narrow the network (channels), or restore its planes one by one" if len(out_shape) == 3
                   else "tile it (tile_size), narrow the network (channels), or crop it")
+        if len(out_shape) == 2 and tuple(out_shape) == network_shape((1, 1), options):
+            # The network's smallest size (every plane or tile is padded to it): smaller tiles do not help.
+            advice = "narrow the network (channels) or use fewer scales"
+        limit = "available"
+        if options.memory_limit is not None:
+            limit, advice = "that memory_limit allows", f"raise memory_limit, {advice}"
         raise ValueError(
-            f"{what} needs about {need / 2**30:.1f} GiB to fit whole, more than the "
-            f"{budget / 2**30:.1f} GiB available: {advice}"
+            f"{what} needs about {_bytes_text(need)} to fit whole, more than the {_bytes_text(budget)} {limit}: "
+            f"{advice}"
         )
+
+
+def _bytes_text(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 0.1 * 2**30 else f"{max(size / 2**20, 1):.0f} MiB"
+
+
+def _network_traits(state) -> dict[str, Any]:
+    """What the shape of a skip network's state says about the settings it was built with."""
+    head = state.get("head.0.weight")
+    first = next((value for name, value in state.items()
+                  if name.startswith("body.deeper.0.0.") and name.endswith("weight")), None)
+    if head is None or first is None or head.dim() not in (4, 5):
+        return {}
+    second = next((value for name, value in state.items()
+                   if name.startswith("body.deeper.2.deeper.0.0.") and name.endswith("weight")), None)
+    skip = state.get("body.skip.0.weight")
+    return {
+        "network": "a 3D (volume) network" if head.dim() == 5 else "a 2D network",
+        "image channels": int(head.shape[0]),
+        "input_depth": int(first.shape[1]),
+        "scales": sum(name.endswith("join_norm.weight") for name in state),
+        "channels": int((second if second is not None else first).shape[0]),
+        "top_channels": int(first.shape[0]),
+        "skip_channels": 0 if skip is None else int(skip.shape[0]),
+    }
+
+
+def _traits_text(traits: dict[str, Any], names: list[str]) -> str:
+    words = []
+    for name in names:
+        value = traits[name]
+        if name == "network":
+            words.append(value)
+        elif name == "image channels":
+            words.append(f"{value} image channel{'s' if value != 1 else ''}")
+        else:
+            words.append(f"{name}={value}")
+    return ", ".join(words)
+
+
+def check_initial_state(
+    state: Any, settings: Settings, channels: int, dims: int = 2, depth_scales: int | None = None
+) -> None:
+    """Refuse, before any work, a warm-start ``state`` that is not a state of the network this
+    fit builds (from ``settings``, ``channels`` image channels, ``dims`` 2 or 3), in one sentence
+    naming what differs (channels, scales, image channels, ...) and the fix."""
+    if state is None:
+        return
+    from collections.abc import Mapping
+
+    if not isinstance(state, Mapping):
+        got = type(state).__name__
+    elif not state:
+        got = "an empty mapping"
+    else:
+        others = sorted({type(value).__name__ for value in state.values() if not isinstance(value, torch.Tensor)})
+        got = f"a mapping holding {', '.join(others)} values, not only tensors" if others else None
+    if got is not None:
+        raise ValueError(
+            "initial_state must be a network state (the state of a Restoration from a run with keep_state=True), "
+            f"got {got}"
+        )
+    volume = {"dims": 3, "depth_scales": depth_scales} if dims == 3 else {}
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        expected = build_network("skip", in_channels=settings.input_depth, out_channels=channels,
+                                 **settings.network_kwargs(), **volume).state_dict()
+    if set(state) == set(expected) and all(state[name].shape == expected[name].shape for name in expected):
+        bad = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+        if bad:
+            raise ValueError(
+                f"initial_state holds NaN or infinite weights (in {len(bad)} of its {len(state)} tensors, "
+                f"e.g. {bad[0]}): "
+                "warm-start from a run that did not diverge, or leave initial_state out"
+            )
+        return
+    theirs, ours = _network_traits(state), _network_traits(expected)
+    differ = [name for name in ours if theirs and theirs[name] != ours[name]]
+    if "top_channels" in differ and all(traits["top_channels"] == traits["channels"] for traits in (theirs, ours)):
+        differ.remove("top_channels")  # it follows channels where it was not set on its own
+    if not differ:
+        raise ValueError(
+            "initial_state is not a state of this run's network (its weights' names or shapes differ): "
+            "warm-start from the state of a run with the same settings and image channels, or leave initial_state out"
+        )
+    raise ValueError(
+        f"initial_state comes from another network: {_traits_text(theirs, differ)}, where this run's has "
+        f"{_traits_text(ours, differ)}; warm-start from a run with the same settings and image channels "
+        "(or give this run those settings), or leave initial_state out"
+    )
 
 
 def _padding(spatial: tuple[int, ...], settings: Settings, factor: int, volume: bool):
@@ -214,6 +312,7 @@ def fit_array(
             out = np.where(fill[None], out, chw)
         return from_channels_first(out, layout.channel_axis)
 
+    check_initial_state(initial_state, settings, chw.shape[0], len(spatial), depth_scales)
     device = select_device(options.device)
     check_fit_memory(options, chw.shape[0], out_shape, device)
     threads = choose_threads(math.prod(out_shape), options.threads)

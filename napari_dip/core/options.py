@@ -28,12 +28,14 @@ __all__ = ["RestoreOptions", "DEVICE_NAMES", "MAX_SEED"]
 
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 MAX_SEED = 2**63 - 1
+# More threads than any machine has cores only slow a fit down; far more cannot be started at all.
+MAX_THREADS = 1024
 # Fields that are arrays (data for one image), not settings: left out of the JSON form.
 _ARRAYS = ("mask", "psf", "guide")
 
 
-def _optional_whole(value, name: str, minimum: int) -> int | None:
-    return None if value is None else as_whole_number(value, name, minimum)
+def _optional_whole(value, name: str, minimum: int, maximum: int | None = None) -> int | None:
+    return None if value is None else as_whole_number(value, name, minimum, maximum)
 
 
 def _check_psf(psf: Any) -> np.ndarray | None:
@@ -51,6 +53,23 @@ def _check_psf(psf: Any) -> np.ndarray | None:
     if (psf < 0).any() or psf.sum() <= 0:
         raise ValueError("the PSF must be non-negative with a positive sum (it is normalised to sum 1)")
     return psf
+
+
+def _whole_axis(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"channel_axis must be a whole number (an axis index such as 0 or -1), got {value!r}")
+    return int(value)
+
+
+def _check_not_options(advanced: dict) -> None:
+    """An advanced setting named like an option of its own (``iterations``, ``seed``, ...)."""
+    own = sorted(set(advanced) & ({f.name for f in fields(RestoreOptions)} - {"advanced"}))
+    if own:
+        name = own[0]
+        raise ValueError(
+            f"{name} is an option of its own, not an advanced setting: give {name}={advanced[name]!r} "
+            f"directly (on the command line --{name.replace('_', '-')} where there is one)"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,15 +164,19 @@ class RestoreOptions:
         set_(self, "seed", as_whole_number(self.seed, "seed", 0, MAX_SEED))
         if not isinstance(self.device, str) or self.device.lower().split(":")[0] not in DEVICE_NAMES:
             raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_NAMES)}")
-        set_(self, "threads", _optional_whole(self.threads, "threads", 1))
+        set_(self, "threads", _optional_whole(self.threads, "threads", 1, MAX_THREADS))
         if self.preview_seconds is not None and (
             isinstance(self.preview_seconds, bool) or not isinstance(self.preview_seconds, numbers.Real)
             or not math.isfinite(self.preview_seconds) or self.preview_seconds < 0
         ):
             raise ValueError(f"preview_seconds must be a number of seconds ≥ 0 or None, got {self.preview_seconds!r}")
         set_(self, "preview_iterations", _optional_whole(self.preview_iterations, "preview_iterations", 1))
-        if self.axes is not None and not isinstance(self.axes, str):
+        if self.axes is not None and not (isinstance(self.axes, str) and self.axes.isalpha() and self.axes.isascii()):
             raise ValueError(f"axes must be a string of axis letters such as 'TYX', got {self.axes!r}")
+        if self.channel_axis is not None:
+            set_(self, "channel_axis", _whole_axis(self.channel_axis))
+            if self.axes is not None:
+                raise ValueError("give either axes or channel_axis, not both (axes names the channels with 'C')")
         for name in ("volume", "warm_start"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -182,6 +205,7 @@ class RestoreOptions:
         if not isinstance(self.advanced, dict):
             raise ValueError(f"advanced must be a dict of Settings fields, got {type(self.advanced).__name__}")
         set_(self, "advanced", {name: value for name, value in self.advanced.items() if value is not None})
+        _check_not_options(self.advanced)
         if self.guide is not None and "input_depth" in self.advanced:
             raise ValueError("input_depth is the guide's channel count: leave it out when giving a guide")
         # Resolving the settings checks every advanced value's name and range.
@@ -233,7 +257,12 @@ class RestoreOptions:
     @classmethod
     def from_json(cls, text: str | dict, **arrays) -> RestoreOptions:
         """From :meth:`to_json`'s text (or dict), with ``mask``/``psf``/``guide`` given separately."""
-        values = json.loads(text) if isinstance(text, str) else dict(text)
+        try:
+            values = json.loads(text) if isinstance(text, str) else dict(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"the saved options are not valid JSON ({error}); save them again with to_json()"
+            ) from None
         if not isinstance(values, dict):
             raise ValueError("saved options must be a JSON object")
         unknown = set(values) - {f.name for f in fields(cls)} | (set(values) & set(_ARRAYS))
