@@ -257,13 +257,7 @@ def _restore(args: argparse.Namespace) -> int:
 
 def _read_guide(path: Path):
     """A guide image file, or a .npy array (any channel count, channels last)."""
-    import numpy as np
-
-    if path.suffix.lower() == ".npy":
-        if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
-        return np.load(path, allow_pickle=False)
-    return io.read_image(path)
+    return io.read_array(path, "guide")
 
 
 def _read_mask(path: Path):

@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "check_format", "check_output", "check_pixels", "check_holds", "read_image", "write_image", "read_psf",
+    "read_array",
     "open_tiff",
     "max_pixels", "MAX_PIXELS_ENV", "SAMPLES", "sample_image", "sample_input",
 ]
@@ -264,19 +265,32 @@ def check_output(
         _check_pil(path, shape, like.dtype, float(like.min()), float(like.max()))
 
 
-def read_psf(path: str | Path) -> np.ndarray:
-    """A PSF from a .npy array or an image file (colour channels averaged)."""
+def read_array(path: str | Path, what: str) -> np.ndarray:
+    """``what`` (e.g. "PSF", "guide") from a .npy array (never unpickled) or an image file."""
     path = Path(path)
     if path.suffix.lower() not in {".npy"} | _TIFF | _PIL:
         raise ValueError(
-            f"unsupported PSF file type {path.suffix!r} for {path}: save the PSF as a .npy array "
+            f"unsupported {what} file type {path.suffix!r} for {path}: save the {what} as a .npy array "
             "(numpy.save) or as a PNG, JPEG or TIFF image"
         )
-    if path.suffix.lower() == ".npy":
-        if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
-        return np.load(path)
-    psf = read_image(path).astype(np.float64)
+    if path.suffix.lower() != ".npy":
+        return read_image(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as error:  # Python objects (pickled), or a damaged file
+        raise ValueError(
+            f"{path} is not a .npy array of numbers ({error}); save the {what} with numpy.save of a numeric array"
+        ) from None
+
+
+def read_psf(path: str | Path) -> np.ndarray:
+    """A PSF from a .npy array or an image file (colour channels averaged)."""
+    psf = read_array(path, "PSF")
+    if Path(path).suffix.lower() == ".npy":
+        return psf
+    psf = psf.astype(np.float64)
     return psf.mean(axis=-1) if psf.ndim == 3 else psf
 
 

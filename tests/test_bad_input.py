@@ -224,6 +224,11 @@ def _nan_tiff(d: Path) -> Path:
     return _tiff(d / "nan.tif", image)
 
 
+def _object_npy(d: Path) -> Path:
+    np.save(d / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    return d / "objects.npy"
+
+
 def _stack_tiff(d: Path) -> Path:
     return _tiff(d / "s.tif", np.full((2, 16, 16), 100, np.uint8))
 
@@ -396,6 +401,16 @@ CLI_REFUSALS = [
                  r"100000: give --workers \d+ \(one per core\), 0 to run here, or --scheduler", id="workers-100000",
                  marks=pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
                                           reason="needs dask.distributed")),
+    # 14. arrays from .npy files: never unpickled, one sentence naming the file
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--task", "deblur", "--psf", str(_object_npy(d))],
+                 r"^napari-dip: error: .*objects\.npy is not a \.npy array of numbers \(.*\); save the PSF with "
+                 r"numpy\.save of a numeric array$", id="psf-of-python-objects"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--guide", str(_object_npy(d))],
+                 r"^napari-dip: error: .*objects\.npy is not a \.npy array of numbers \(.*\); save the guide with",
+                 id="guide-of-python-objects"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--guide", str(_notes(d))],
+                 r"^napari-dip: error: unsupported guide file type '\.txt' for .*notes\.txt: save the guide as a "
+                 r"\.npy array \(numpy\.save\) or as a PNG, JPEG or TIFF image$", id="guide-txt"),
 ]
 
 
