@@ -220,6 +220,8 @@ class LayerFeatures(nn.Module):
         self.network = network
         self._how = how
         self._layer = layer
+        # In a tuple, so the layer is not registered a second time as a child of this module.
+        self._hooked = (dict(network.named_modules())[layer],) if how == "hook" else ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._how == "hook":
@@ -229,7 +231,7 @@ class LayerFeatures(nn.Module):
                 captured.append(output)
                 raise _LayerReached
 
-            handle = dict(self.network.named_modules())[self._layer].register_forward_hook(capture)
+            handle = self._hooked[0].register_forward_hook(capture)
             try:
                 self.network(x)
             except _LayerReached:
