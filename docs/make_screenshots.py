@@ -77,11 +77,10 @@ def noisy_astronaut():
 
 def open_widget(viewer, preset: str = "fast", network: bool = False):
     """The dock as a user opens it, with ``preset`` chosen (and the small network of
-    ``NETWORK`` under Advanced, shown open, where ``network``)."""
+    ``NETWORK`` set under Advanced where ``network``)."""
     _, widget = viewer.window.add_plugin_dock_widget("napari-dip", "Deep Image Prior restoration")
     widget.preset_picker.setCurrentIndex(widget.preset_picker.findData(preset))
     if network:
-        widget.advanced_section.expand(animate=False)
         for name, value in NETWORK.items():
             widget.advanced[name].setValue(value)
     widget.threads.setValue(1)
@@ -143,7 +142,7 @@ def inpaint_screenshots(napari) -> None:
     viewer.add_image(image, **meta)
     widget = open_widget(viewer, preset="default", network=True)
     widget.task_picker.setCurrentText("Inpaint (fill painted pixels)")
-    widget.iterations.setValue(1500)
+    widget.iterations.setValue(1000)
 
     # What a user does by hand: New mask, then brush over the scratches.
     labels = widget.new_mask()
@@ -178,6 +177,8 @@ def main() -> int:
     get_settings().application.gui_notification_level = "error"
 
     for group in args.only:
+        # Each group starts from the widget's defaults, not from the choices the last one left.
+        os.environ["NAPARI_DIP_SETTINGS"] = str(settings / f"widget-{group}.json")
         GROUPS[group](napari)
     return 0
 

@@ -20,6 +20,8 @@ __all__ = ["LossCurve", "REDRAW_SECONDS"]
 
 REDRAW_SECONDS = 0.5
 
+EMPTY_LEGEND = "<small>The loss of every step is drawn here during a run.</small>"
+
 LOSS_COLOUR = "#5ab4ff"
 SIGNAL_COLOUR = "#ffa040"
 BEST_COLOUR = "#7bd88f"
@@ -61,7 +63,7 @@ class LossCurve(QWidget):
         self.best = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(BEST_COLOUR, width=1, style=Qt.DashLine))
         self.plot.addItem(self.best)
         self.best.hide()
-        self.legend = QLabel()
+        self.legend = QLabel(EMPTY_LEGEND)
         self.legend.setWordWrap(True)
         self.legend.setTextFormat(Qt.RichText)
         layout = QVBoxLayout(self)
@@ -79,7 +81,6 @@ class LossCurve(QWidget):
         self.history.clear()
         self._drawn = -1
         self.redraw()
-        self.setVisible(True)
         self._timer.start()
 
     def stop(self) -> None:
@@ -88,11 +89,14 @@ class LossCurve(QWidget):
         self.redraw()
 
     def clear(self) -> None:
-        """Forget the last run's curve (the choices it was made with changed) and hide."""
+        """Forget the last run's curve: the choices it was made with changed.
+
+        The plot stays in the dock, empty: shown only from a run's start, its first paint would
+        cost the click that starts the run about 0.1 s, and the dock would change size."""
         self._timer.stop()
         self.history.clear()
-        self._drawn = -1
-        self.setVisible(False)
+        self.redraw()
+        self.legend.setText(EMPTY_LEGEND)
 
     def redraw(self) -> None:
         snapshot = self.history.snapshot()
@@ -100,6 +104,9 @@ class LossCurve(QWidget):
             return
         self._drawn = snapshot.version
         iterations = snapshot.iterations
+        # An empty log axis would label a made-up range: axes come with the first step.
+        for side in ("left", "bottom"):
+            self.plot.showAxis(side, show=bool(len(iterations)))
         self.loss.setData(iterations, _positive(snapshot.losses))
         signal = _positive(snapshot.signals)
         if np.isfinite(signal).any():

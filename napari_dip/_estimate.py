@@ -152,14 +152,16 @@ class Estimate:
         each = f"{self.iterations} iterations" + (f" for each of {self.fits} planes" if self.fits > 1 else "")
         if self.seconds is None:
             return f"Time: no measured figures for this device; {each} at most, time left shown once it runs."
-        where = " (corrected by your last run)" if self.calibrated else ""
-        compile_note = (f", including about {format_seconds(self.compile_seconds)} to compile"
-                        if self.compile_seconds else "")
+        notes = ", ".join(
+            ([f"including about {format_seconds(self.compile_seconds)} to compile"] if self.compile_seconds else [])
+            + (["corrected by your last run's speed"] if self.calibrated else [])
+        )
+        notes = f" ({notes})" if notes else ""
         if self.auto:
-            text = (f"Time: at most {format_seconds(self.seconds)}{where} ({each}{compile_note}); the automatic "
-                    "stop often ends it sooner.")
+            text = (f"Time: at most {format_seconds(self.seconds)} for {each}{notes}; the automatic stop often "
+                    "ends it sooner.")
         else:
-            text = f"Time: about {format_seconds(self.seconds)}{where} ({each}{compile_note})."
+            text = f"Time: about {format_seconds(self.seconds)} for {each}{notes}."
         if self.long:
             text += " That is long: pick a Region (a rectangle in a Shapes layer), or the fast preset."
         return text
@@ -174,11 +176,15 @@ def network_pixels(spatial: tuple[int, int], settings: Settings, factor: int = 1
 
 
 def estimate_run(preset: str, settings: Settings, spatial: tuple[int, int], *, factor: int = 1, fits: int = 1,
-                 device: str = "cpu", threads: int | None = None, compile: bool = False,
+                 device: str = "cpu", threads: int | None = None, compile: str = "off",
                  calibration: Calibration | None = None) -> Estimate:
     """The cost of ``fits`` fits of a ``spatial`` plane with ``settings``; ``threads`` None is the
-    core's choice for small images (one), which larger ones may better."""
+    core's choice for small images (one), which larger ones may better; ``compile`` is the
+    compile setting ("auto" compiles where the core's policy would)."""
+    from .core.device import resolve_compile, select_device
+
     pixels = network_pixels(spatial, settings, factor)
+    compile = resolve_compile(compile, select_device(device), pixels, 2, settings.iterations)
     step = table_step = step_seconds(preset, settings, pixels, device=device, threads=threads or 1, compiled=compile)
     factor_seen = calibration.factor(device) if calibration is not None else None
     if step is not None and factor_seen is not None:

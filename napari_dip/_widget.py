@@ -52,13 +52,17 @@ from ._layer_data import (
 from ._process import run_in_process
 from ._run import CurveHistory, Kept, carries_preview, drive, ends_a_plane
 from ._widget_parts import (
+    CURRENT_VIEW,
     PREVIEW_KEY,
     LayerComboBox,
     RunPlan,
     StackResultLayer,
     add_image_quietly,
+    add_region_layer,
     is_preview,
     planned_settings,
+    region_in,
+    spatial_shape,
     unwrapped,
 )
 from ._widget_settings import load_settings, save_settings
@@ -115,9 +119,6 @@ PRESET_CHOICES: tuple[tuple[str, str], ...] = (
     ("paper", "the official Deep Image Prior settings: the widest network, fixed iteration counts"),
 )
 
-# The Region menu's entry for the part of the image the canvas shows.
-CURRENT_VIEW = "current view"
-
 # Estimates before Run and the cost next to each preset are recomputed this long after the last
 # change (a drag of the view or of a rectangle sends many).
 ESTIMATE_DELAY_MS = 150
@@ -160,11 +161,6 @@ def _set_row_visible(row: tuple[QLabel, QWidget], visible: bool) -> None:
         widget.setVisible(visible)
 
 
-def _spatial_shape(layer: Image) -> tuple[int, int]:
-    shape = layer.data[0].shape if layer.multiscale else layer.data.shape
-    return tuple(shape[-3:-1] if layer.rgb else shape[-2:])
-
-
 def _leading_axes(layer: Image | None) -> int:
     """Non-spatial, non-RGB axes of an image layer (planes of a stack, time points, channels)."""
     if layer is None or layer.multiscale:
@@ -200,6 +196,8 @@ class RestorationWidget(QWidget):
         self._run_estimate: Estimate | None = None
         # Whether the run under way stops by itself: its bar then follows time, not iterations.
         self._run_auto = False
+        # The Shapes layer chosen as the Region, whose rectangles the estimate follows.
+        self._watched_shapes: Shapes | None = None
         self.preview_seconds = PREVIEW_SECONDS
         self._estimate_timer = QTimer(self)
         self._estimate_timer.setSingleShot(True)
@@ -367,7 +365,6 @@ class RestorationWidget(QWidget):
         self.status = QLabel(IDLE_STATUS)
         self.status.setWordWrap(True)
         self.curve = LossCurve(CurveHistory())
-        self.curve.setVisible(False)
 
     def _lay_out(self) -> None:
         form = QFormLayout()
@@ -605,7 +602,7 @@ class RestorationWidget(QWidget):
 
     def _on_region_changed(self, index: int = -1) -> None:
         """Follow the chosen Shapes layer's rectangles (drawn, moved, selected) in the estimate."""
-        watched = getattr(self, "_watched_shapes", None)
+        watched = self._watched_shapes
         if watched is not None:
             for emitter in (watched.events.data, watched.events.highlight):
                 emitter.disconnect(self._schedule_estimate)
@@ -637,13 +634,11 @@ class RestorationWidget(QWidget):
     def _estimate_for(self, preset: str) -> Estimate:
         """What a run with the current choices and ``preset`` would cost. Raises ValueError
         with the reason when it cannot run (no image, a region that is not one)."""
-        from .core.device import resolve_compile, select_device
-
         layer = self.image_picker.value()
         if layer is None or layer.multiscale:
             raise ValueError("pick an image")
         task, factor = self._current_task()
-        spatial = _spatial_shape(layer)
+        spatial = spatial_shape(layer)
         region = self._region_of(layer)
         if region is not None:
             spatial = region.shape
@@ -656,14 +651,9 @@ class RestorationWidget(QWidget):
         if self._all_planes():
             axes = _plane_axes(layer, self.channel_picker.currentData())
             fits = math.prod(layer.data.shape[axis] for axis in axes)
-        device = self.device.currentText()
-        pixels = math.prod(spatial) * factor**2
-        compiles = self.compile.currentText() == "on" or (
-            self.compile.currentText() == "auto"
-            and resolve_compile("auto", select_device(device), pixels, 2, settings.iterations)
-        )
-        return estimate_run(preset, settings, spatial, factor=factor, fits=fits, device=device,
-                            threads=self.threads.value() or None, compile=compiles, calibration=_CALIBRATION)
+        return estimate_run(preset, settings, spatial, factor=factor, fits=fits, device=self.device.currentText(),
+                            threads=self.threads.value() or None, compile=self.compile.currentText(),
+                            calibration=_CALIBRATION)
 
     def _update_estimate(self) -> None:
         """The time before Run, and what each preset would cost, for the current choices."""
@@ -770,7 +760,7 @@ class RestorationWidget(QWidget):
             show_error("napari-dip: pick an image layer first; the mask is made to match it")
             return None
         labels = unwrapped(self._viewer.add_labels(
-            np.zeros(_spatial_shape(image), dtype=np.uint8),
+            np.zeros(spatial_shape(image), dtype=np.uint8),
             name=new_mask_name(image.name, [layer.name for layer in self._viewer.layers]),
             scale=tuple(image.scale[-2:]),
             translate=tuple(image.translate[-2:]),
@@ -789,44 +779,15 @@ class RestorationWidget(QWidget):
         if image is None:
             show_error("napari-dip: pick an image layer first; the region is drawn over it")
             return None
-        taken = {layer.name for layer in self._viewer.layers}
-        name, number = f"{image.name} region", 2
-        while name in taken:
-            name, number = f"{image.name} region {number}", number + 1
-        shapes = unwrapped(self._viewer.add_shapes(
-            name=name, ndim=2, scale=tuple(image.scale[-2:]), translate=tuple(image.translate[-2:]),
-            edge_color="yellow", edge_width=max(1.0, min(_spatial_shape(image)) / 200), face_color="transparent",
-        ))
+        shapes = add_region_layer(self._viewer, image)
         self.region_picker.set_value(shapes)
         self._viewer.layers.selection.active = shapes
         shapes.mode = "add_rectangle"
         return shapes
 
     def _region_of(self, layer: Image) -> Region | None:
-        """The rectangle of ``layer``'s plane the Region choice picks, in its pixels; None for
-        the whole image. Raises ValueError naming what is wrong (no rectangle drawn, ...)."""
-        choice = self.region_picker.value()
-        spatial = _spatial_shape(layer)
-        if choice is None:
-            return None
-        if choice == CURRENT_VIEW:
-            # The canvas corners in the layer's pixels, clipped to it, as napari last drew them.
-            corners = np.asarray(layer.corner_pixels, dtype=np.float64)[:, -2:]
-            region = Region.around(corners, spatial)
-        else:
-            shapes = choice
-            if len(shapes.data) == 0:
-                raise ValueError(f"the Shapes layer {shapes.name!r} has no rectangle: draw one over the image")
-            chosen = sorted(shapes.selected_data) or [len(shapes.data) - 1]
-            vertices = np.concatenate([np.asarray(shapes.data[index], dtype=np.float64) for index in chosen])
-            world = np.array([shapes.data_to_world(vertex) for vertex in vertices])
-            # The image's pixel coordinates of the shapes' spatial (last two) world axes.
-            position = np.zeros((len(world), layer.ndim))
-            position[:, :-2] = self._viewer.dims.point[-layer.ndim:-2] if layer.ndim > 2 else 0
-            position[:, -2:] = world[:, -2:]
-            pixels = np.array([layer.world_to_data(point) for point in position])[:, -2:]
-            region = Region.around(pixels, spatial)
-        return None if region.covers(spatial) else region
+        """The rectangle of ``layer``'s plane the Region choice picks (None: the whole image)."""
+        return region_in(layer, self.region_picker.value(), self._viewer.dims.point)
 
     def run(self) -> None:
         """Start a run with the current choices; problems become a notification."""
@@ -989,7 +950,7 @@ class RestorationWidget(QWidget):
                 raise ValueError("inpainting needs a mask: pick a labels layer, or press New mask and paint")
             mask_of = stack_mask if all_planes else volume_mask if volume else fill_mask
             labels_data, image_shape = labels.data, layer.data.shape
-            if region is not None and tuple(labels_data.shape[-2:]) == _spatial_shape(layer):
+            if region is not None and tuple(labels_data.shape[-2:]) == spatial_shape(layer):
                 labels_data, image_shape = region.crop(labels_data), data.shape
             try:
                 kwargs["mask"] = mask_of(labels_data, image_shape=image_shape, rgb=layer.rgb, selection=selection)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image
+from napari.layers import Image, Shapes
 from qtpy.QtWidgets import QComboBox
 
 from ._layer_data import (
@@ -28,11 +28,14 @@ if TYPE_CHECKING:
 
     from .core.stacks import PlaneProgress, StackRestoration
 
-__all__ = ["PREVIEW_KEY", "LayerComboBox", "RunPlan", "StackResultLayer", "add_image_quietly", "is_preview",
-           "planned_settings", "unwrapped"]
+__all__ = ["CURRENT_VIEW", "PREVIEW_KEY", "LayerComboBox", "RunPlan", "StackResultLayer", "add_image_quietly",
+           "add_region_layer", "is_preview", "planned_settings", "region_in", "spatial_shape", "unwrapped"]
 
 # Metadata key that marks the layer a run's previews go to: no picker offers it as an input.
 PREVIEW_KEY = "napari_dip_preview"
+
+# The Region menu's entry for the part of the image the canvas shows.
+CURRENT_VIEW = "current view"
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,51 @@ def add_image_quietly(viewer: napari.viewer.Viewer, data: np.ndarray, meta: dict
     viewer.layers.selection.update(selection)
     viewer.layers.selection.active = active
     return layer
+
+
+def spatial_shape(layer: Image) -> tuple[int, int]:
+    shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+    return tuple(shape[-3:-1] if layer.rgb else shape[-2:])
+
+
+def add_region_layer(viewer: napari.viewer.Viewer, image: Image) -> Shapes:
+    """An empty Shapes layer over ``image``, named after it, for drawing the region to restore."""
+    taken = {layer.name for layer in viewer.layers}
+    name, number = f"{image.name} region", 2
+    while name in taken:
+        name, number = f"{image.name} region {number}", number + 1
+    return unwrapped(viewer.add_shapes(
+        name=name, ndim=2, scale=tuple(image.scale[-2:]), translate=tuple(image.translate[-2:]),
+        edge_color="yellow", edge_width=max(1.0, min(spatial_shape(image)) / 200), face_color="transparent",
+    ))
+
+
+def region_in(layer: Image, choice: Shapes | str | None, world_point: Any) -> Region | None:
+    """The rectangle of ``layer``'s plane to restore, in its pixels, for the Region ``choice``: a
+    Shapes layer (its selected shapes' bounding box, else its last shape's), :data:`CURRENT_VIEW`
+    (the canvas, as napari last drew it) or None (the whole image, also returned for a region
+    that covers it). ``world_point`` is the viewer's position, for the layer's leading axes.
+    Raises ValueError naming what is wrong (no rectangle drawn, too small, off the image).
+    """
+    spatial = spatial_shape(layer)
+    if choice is None:
+        return None
+    if choice == CURRENT_VIEW:
+        # napari keeps the canvas corners in each layer's pixels, clipped to it, at every draw.
+        region = Region.around(np.asarray(layer.corner_pixels, dtype=np.float64)[:, -2:], spatial)
+    else:
+        if len(choice.data) == 0:
+            raise ValueError(f"the Shapes layer {choice.name!r} has no rectangle: draw one over the image")
+        chosen = sorted(choice.selected_data) or [len(choice.data) - 1]
+        vertices = np.concatenate([np.asarray(choice.data[index], dtype=np.float64) for index in chosen])
+        world = np.array([choice.data_to_world(vertex) for vertex in vertices])
+        # World positions in the image's dimensions: its leading axes where the viewer is.
+        position = np.zeros((len(world), layer.ndim))
+        position[:, :-2] = np.asarray(world_point, dtype=np.float64)[-layer.ndim:-2] if layer.ndim > 2 else 0
+        position[:, -2:] = world[:, -2:]
+        pixels = np.array([layer.world_to_data(point) for point in position])[:, -2:]
+        region = Region.around(pixels, spatial)
+    return None if region.covers(spatial) else region
 
 
 def planned_settings(plan: RunPlan) -> dict[str, Any]:

@@ -188,7 +188,7 @@ def test_estimate_is_the_table_times_the_iterations():
     assert network_pixels((100, 130), settings) == 128 * 160  # padded to multiples of 32
     estimate = estimate_run("default", settings, (128, 128), device="cpu")
     assert estimate.seconds == pytest.approx(1000 * (fixed + per_megapixel * 128 * 128 / 1e6))
-    assert estimate.text().startswith(f"Time: about {format_seconds(estimate.seconds)} (1000 iterations)")
+    assert estimate.text() == f"Time: about {format_seconds(estimate.seconds)} for 1000 iterations."
     # Twice the pixels cost more, not twice as much: the fixed part stays.
     larger = estimate_run("default", settings, (128, 256), device="cpu")
     assert estimate.seconds < larger.seconds < 2 * estimate.seconds
@@ -205,3 +205,5 @@ def test_estimate_is_the_table_times_the_iterations():
     calibration.learn("cpu", estimate.table_step, elapsed=2 * estimate.step * 200, iterations=200)
     again = estimate_run("default", settings, (128, 128), device="cpu", calibration=calibration)
     assert again.seconds == pytest.approx(2 * estimate.seconds) and "corrected by your last run" in again.text()
+    planes = estimate_run("default", settings, (128, 128), fits=4, device="cpu")
+    assert planes.seconds == pytest.approx(4 * estimate.seconds) and "for each of 4 planes" in planes.text()
