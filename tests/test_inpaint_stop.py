@@ -161,3 +161,4 @@ def test_a_stack_plane_with_nothing_to_fill_is_kept_as_it_is():
     np.testing.assert_array_equal(result.image[1], stack[1])
     np.testing.assert_array_equal(result.image[~mask], stack[~mask])
     assert [part["stop_reason"] for part in result.parts] == ["iterations", "unchanged", "iterations"]
+

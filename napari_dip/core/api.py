@@ -107,6 +107,12 @@ def restore_iter(
     if not hasattr(image, "shape") or not hasattr(image, "dtype"):
         image = np.asarray(image)
     kind, layout, tile = plan_run(image, options)
+    if initial_state is not None and kind not in ("fit", "volume"):
+        what = f"is cut into tiles of {tile}²" if kind == "tiles" else f"has {layout.planes} planes"
+        raise ValueError(
+            f"initial_state warm-starts one fit, but this image {what}: use restore_tiled_iter's "
+            "initial_states (one per tile) or restore_stack(warm_start=True), or leave initial_state out"
+        )
     if kind in ("fit", "volume"):
         return (yield from fit_array(np.asarray(image), options, layout,
                                      initial_state=initial_state, keep_state=keep_state, preview_now=preview_now))
