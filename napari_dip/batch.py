@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import io
+from .core.guide import check_guide, guide_for
 from .core.options import RestoreOptions
 from .stack_io import STACK_SUFFIXES, open_stack
 
@@ -217,10 +218,11 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path, options: RestoreOpt
         layout = None
         if shape is not None:
             try:
-                # The axes and the mask are checked against every input before any is restored.
+                # The axes, the mask and the guide are checked against every input before any is restored.
                 layout = _layout(shape, options)
                 if options is not None:
                     layout.check_mask(options.mask)
+                    check_guide(options.guide, layout, options.factor)
             except ValueError as error:
                 raise ValueError(f"{source}: {error}") from None
         if source.suffix.lower() not in STACK_SUFFIXES or layout is None or not layout.plane_axes:
@@ -258,7 +260,7 @@ def _layout(shape: tuple[int, ...], options: RestoreOptions | None):
 
 def _read(item: BatchItem, options: RestoreOptions) -> tuple[Any, RestoreOptions]:
     """The item's image and its options; TIFF and zarr inputs stay lazy, so big images are read
-    tile by tile. A plane of a stack gets the plane's own layout and mask."""
+    tile by tile. A plane of a stack gets the plane's own layout, mask and guide."""
     if item.source.suffix.lower() not in STACK_SUFFIXES:
         return io.read_image(item.source), options
     stack = open_stack(item.source)
@@ -266,7 +268,8 @@ def _read(item: BatchItem, options: RestoreOptions) -> tuple[Any, RestoreOptions
         return stack, options
     layout = _layout(tuple(stack.shape), options)
     plane = replace(options, axes=None, channel_axis=layout.plane_channel_axis,
-                    mask=layout.mask_for(options.mask, item.position))
+                    mask=layout.mask_for(options.mask, item.position),
+                    guide=guide_for(options.guide, layout, item.position, options.factor))
     return stack[layout.index(item.position)], plane
 
 

@@ -122,6 +122,37 @@ def test_each_tile_gets_its_part_of_the_guide(codes):
         np.testing.assert_allclose(inputs[0][0].numpy(), expected, atol=1e-6)
 
 
+def test_super_resolution_tiles_get_their_part_of_the_guide_at_the_result_size(codes):
+    # The tile windows are in the image's pixels; the guide is cut from the result's, 2× larger.
+    guide = _image((80, 80), seed=12)
+    result = restore(_image((40, 40)), "sr", scale=2, guide=guide, tile_size=24, overlap=4, reg_noise_std=0.0,
+                     **FAST)
+    assert result.shape == (80, 80)
+    starts = tile_starts(40, 24, 4)
+    windows = [(r, c) for r in starts for c in starts]
+    assert len(codes) == len(windows) == 4
+    for inputs, (r, c) in zip(codes, windows, strict=True):
+        np.testing.assert_allclose(inputs[0][0, 0].numpy(), guide[2 * r:2 * (r + 24), 2 * c:2 * (c + 24)], atol=1e-6)
+
+
+def test_constant_guides_are_refused_before_any_work(codes):
+    # As the network's only input, a constant code gives a flat result whatever the image.
+    message = (r"is constant: as the network's input it would make the result flat; give an image of the scene, "
+               r"or leave the guide out$")
+    with pytest.raises(ValueError, match=r"^the guide " + message):
+        restore(_image(), guide=np.full((32, 32), 7, np.uint16), **FAST)
+    per_plane = np.stack([_image(seed=13), np.full((32, 32), 0.5, np.float32)])
+    with pytest.raises(ValueError, match=r"^the guide of plane 1 " + message):
+        restore(np.stack([_image(), _image()]), axes="TYX", guide=per_plane, **FAST)
+    assert codes == []
+    # A constant channel beside one with structure is fine, and so is a tile where the guide is flat.
+    mixed = np.stack([_image(seed=14), np.full((32, 32), 0.5, np.float32)], axis=-1)
+    assert restore(_image(), guide=mixed, **FAST).shape == (32, 32)
+    flat_corner = _image((40, 40), seed=15)
+    flat_corner[:24, :24] = 0.25
+    assert restore(_image((40, 40)), guide=flat_corner, tile_size=24, overlap=4, **FAST).shape == (40, 40)
+
+
 def test_super_resolution_takes_a_guide_at_the_result_size(codes):
     result = restore(_image((16, 16)), "sr", scale=2, guide=_image((32, 32), seed=8), reg_noise_std=0.0, **FAST)
     assert result.shape == (32, 32)
@@ -233,6 +264,36 @@ def test_cli_batch_with_a_guide_and_one_that_is_an_output(tmp_path, capsys):
     assert main(["batch", str(inputs), "-o", str(clash), "--workers", "0", "--guide", str(taken), *CLI_FAST]) == 2
     assert "is the guide file" in capsys.readouterr().err
     assert taken.read_bytes() == before
+
+
+def test_cli_batch_checks_the_guide_against_every_input_before_any_fit(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _png(inputs / "a.png", _u8((32, 32), 0))
+    _png(inputs / "b.png", _u8((16, 16), 1))
+    guide = _png(tmp_path / "flash.png", _u8((32, 32), 2))
+    out = tmp_path / "out"
+    assert main(["batch", str(inputs), "-o", str(out), "--workers", "0", "--guide", str(guide), *CLI_FAST]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"napari-dip: error: {inputs / 'b.png'}: guide shape (32, 32) does not match the image's spatial shape "
+        "(16, 16): give a guide of that size, with or without a channel axis last")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_batch_gives_each_plane_of_a_stack_its_own_guide(tmp_path):
+    import tifffile
+
+    stack = np.stack([_u8((32, 32), 0), _u8((32, 32), 1)])
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    guides = np.stack([_image(seed=16), _image(seed=17)])
+    np.save(tmp_path / "guides.npy", guides)
+    out = tmp_path / "out"
+    assert main(["batch", str(tmp_path / "stack.tif"), "-o", str(out), "--workers", "0", "--guide",
+                 str(tmp_path / "guides.npy"), *CLI_FAST]) == 0
+    result = tifffile.imread(out / "stack.tif")
+    settings = dict(iterations=3, channels=8, scales=2, threads=1)
+    for plane in range(2):
+        np.testing.assert_array_equal(result[plane], restore(stack[plane], guide=guides[plane], **settings))
 
 
 def test_cli_bad_guide_is_one_line_without_a_traceback(tmp_path):

@@ -59,13 +59,20 @@ def _shapes(guide: np.ndarray, spatial: tuple[int, ...]) -> bool:
 
 
 def check_guide(guide: np.ndarray | None, layout: Layout, factor: int = 1) -> None:
-    """Refuse, before any work, a guide whose shape fits neither a plane nor the stack's planes."""
+    """Refuse, before any work, a guide whose shape fits neither a plane nor the stack's planes,
+    or that is constant (for one guide per plane: any plane's)."""
     if guide is None:
         return
     spatial = tuple(n * factor for n in layout.spatial)
     planes = tuple(layout.shape[axis] for axis in layout.plane_axes)
-    if _shapes(guide, spatial) or (planes and guide.shape[: len(planes)] == planes
-                                   and _shapes(guide[(0,) * len(planes)], spatial)):
+    # One guide per plane first, as guide_for reads a shape that fits both ways.
+    if planes and guide.shape[: len(planes)] == planes and _shapes(guide[(0,) * len(planes)], spatial):
+        for position in np.ndindex(*planes):
+            where = position[0] if len(position) == 1 else position
+            _check_varies(guide[position], f"the guide of plane {where}")
+        return
+    if _shapes(guide, spatial):
+        _check_varies(guide)
         return
     what = "the image's spatial shape" if factor == 1 else f"the result's spatial shape ({factor} × the image's)"
     if planes:
@@ -77,6 +84,16 @@ def check_guide(guide: np.ndarray | None, layout: Layout, factor: int = 1) -> No
         f"guide shape {guide.shape} does not match {what} {spatial}: give a guide of that size, "
         "with or without a channel axis last"
     )
+
+
+def _check_varies(guide: np.ndarray, what: str = "the guide") -> None:
+    """Refuse a constant guide: as the network's only input it makes every pixel of the result
+    the same (the fit can only match the image's mean)."""
+    if float(np.max(guide)) == float(np.min(guide)):
+        raise ValueError(
+            f"{what} is constant: as the network's input it would make the result flat; "
+            "give an image of the scene, or leave the guide out"
+        )
 
 
 def guide_for(guide: np.ndarray | None, layout: Layout, position: tuple[int, ...], factor: int = 1) -> Any:
