@@ -159,6 +159,29 @@ def _advanced(args: argparse.Namespace) -> dict[str, object]:
     return advanced
 
 
+def _invert_advanced(settings: list[tuple[str, object]]) -> dict[str, object]:
+    """``invert``'s ``--set`` settings, each named once and each a setting without an option of its own."""
+    import difflib
+    from dataclasses import fields
+
+    from .core.settings import Settings
+
+    own = {"iterations", "seed", "device", "threads"}
+    known = [f.name for f in fields(Settings) if f.name not in own]
+    advanced: dict[str, object] = {}
+    for name, value in settings:
+        if name in advanced:
+            raise ValueError(f"--set {name} is given twice ({advanced[name]!r}, then {value!r}): give it once")
+        if name in own:
+            raise ValueError(f"{name} has an option of its own: write --{name} instead of --set {name}=...")
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            guess = f"did you mean {close[0]}? " if close else ""
+            raise ValueError(f"--set {name}: unknown setting; {guess}known settings: {', '.join(known)}")
+        advanced[name] = value
+    return advanced
+
+
 def _setting(text: str) -> tuple[str, object]:
     """``name=value`` with the value read as JSON (numbers, true/false) or else kept as text."""
     import json
@@ -343,7 +366,8 @@ def _invert(args: argparse.Namespace) -> int:
 
     options = InversionOptions(
         layer=args.layer, unit=args.unit, prior=args.prior, tv_weight=args.tv_weight, iterations=args.iterations,
-        seed=args.seed, device=args.device, threads=args.threads, preview_seconds=None, advanced=dict(args.set),
+        seed=args.seed, device=args.device, threads=args.threads, preview_seconds=None,
+        advanced=_invert_advanced(args.set),
     )
     result = consume(invert_iter(image, args.network, weights=args.weights, options=options),
                      progress=not args.quiet)

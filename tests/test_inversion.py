@@ -115,6 +115,35 @@ def test_maximising_a_unit_reports_its_activation():
     assert result.activation > result.reference_activation
 
 
+def _train_mode_net() -> nn.Sequential:
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                        nn.Conv2d(4, 4, 3, padding=1))
+    net[4].bias.requires_grad_(False)  # one the caller froze: stays frozen
+    return net.train()
+
+
+@pytest.mark.parametrize("prior, unit", [("dip", None), ("tv", None), ("dip", 1)])
+def test_the_callers_network_is_frozen_in_eval_mode_for_the_run_and_given_back_as_it_was(prior, unit):
+    net = _train_mode_net()
+    before = {name: value.clone() for name, value in net.state_dict().items()}
+    flags = [p.requires_grad for p in net.parameters()]
+    run = invert_iter(_image(), net, layer="4", prior=prior, unit=unit, preview_seconds=None, **FAST)
+    next(run)
+    # During the fit: eval mode (no dropout, no batch-statistics updates), nothing to train.
+    assert not any(module.training for module in net.modules())
+    assert not any(p.requires_grad for p in net.parameters())
+    consume(run)
+    assert all(torch.equal(before[name], value) for name, value in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters())
+    assert all(module.training for module in net.modules())
+    assert [p.requires_grad for p in net.parameters()] == flags
+    # Dropout and batch statistics play no part: a network in train mode inverts as in eval mode.
+    np.testing.assert_array_equal(invert(_image(), _train_mode_net(), layer="4", prior=prior, unit=unit, **FAST),
+                                  invert(_image(), _train_mode_net().eval(), layer="4", prior=prior, unit=unit,
+                                         **FAST))
+
+
 # --- layers -------------------------------------------------------------------------------------------
 
 
@@ -274,6 +303,33 @@ def test_bad_networks_layers_and_units_are_one_sentence(tmp_path, monkeypatch):
         invert(_image((2, 16, 16)), net, **FAST)
 
 
+def test_entry_points_that_fail_and_weights_that_do_not_fit_are_one_sentence(tmp_path, monkeypatch):
+    (tmp_path / "failing_inversion_nets.py").write_text(textwrap.dedent("""
+        def broken():
+            raise RuntimeError("no GPU here")
+    """))
+    (tmp_path / "failing_on_import.py").write_text("raise RuntimeError('needs a licence file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=r"^the network entry point 'failing_inversion_nets:broken' failed when "
+                                         r"called with no arguments \(no GPU here\); give a function that takes "
+                                         r"none and returns a torch module$"):
+        load_network("failing_inversion_nets:broken")
+    with pytest.raises(ValueError, match=r"^the network entry point 'torch\.nn:Conv2d' failed when called with no "
+                                         r"arguments \(.*missing 3 required positional arguments"):
+        load_network("torch.nn:Conv2d")
+    with pytest.raises(ValueError, match=r"^cannot import 'failing_on_import' for the network entry point "
+                                         r"'failing_on_import:build': needs a licence file$"):
+        load_network("failing_on_import:build")
+    torch.jit.save(torch.jit.script(_cnn()), tmp_path / "net.pt")
+    with pytest.raises(ValueError, match=r"^.*net\.pt is a TorchScript file, a whole network, not a state dict: "
+                                         r"give it as the network, without weights$"):
+        load_network(_cnn(), weights=tmp_path / "net.pt")
+    torch.save({"0.weight": torch.zeros(8, 1, 3, 3)}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match=r'^the weights in .*partial\.pt do not fit the network: Missing key\(s\) '
+                                         r'in state_dict: "0\.bias", "3\.0\.weight", "3\.0\.bias"$'):
+        load_network(_cnn(), weights=tmp_path / "partial.pt")
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -348,6 +404,36 @@ def test_cli_invert_bad_input(tmp_path, capsys, make_args, message):
         return
     assert code == 2 and len(err.splitlines()) == 1 and message in err
     assert source.read_bytes() == before and not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (["--set", "lr=0.1", "--set", "lr=0.2"], "--set lr is given twice (0.1, then 0.2): give it once"),
+        (["--set", "iterations=5"], "iterations has an option of its own: write --iterations instead of "
+                                    "--set iterations=..."),
+        (["--set", "chanels=4"], "--set chanels: unknown setting; did you mean channels? known settings: lr, "),
+    ],
+    ids=["twice", "own-option", "typo"],
+)
+def test_cli_invert_bad_settings(tmp_path, capsys, settings, message):
+    source, net = _files(tmp_path)
+    out = tmp_path / "o.png"
+    assert main(["invert", str(source), "--network", str(net), "-o", str(out), *settings, *CLI_FAST]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("napari-dip: error: " + message)
+    assert not out.exists()
+
+
+def test_cli_entry_point_that_fails_is_one_line_without_a_traceback(tmp_path):
+    source, _ = _files(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "napari_dip.cli", "invert", str(source), "--network",
+                           "torch.nn:Conv2d", "-o", str(tmp_path / "out.png"), *CLI_FAST],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("napari-dip: error: the network entry point 'torch.nn:Conv2d' failed when called")
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_cli_invert_refused_channels_is_one_line_without_a_traceback(tmp_path):

@@ -15,13 +15,16 @@ with ``weights_only=True``.
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 import numbers
 import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Generator, Mapping
+import zipfile
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -120,14 +123,22 @@ def _load_entry_point(text: str) -> nn.Module:
     module_name, _, attribute = text.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"cannot import {module_name!r} for the network entry point {text!r}: {error}") from None
+    except Exception as error:  # ImportError, or whatever the module's own code raises on import
+        raise ValueError(
+            f"cannot import {module_name!r} for the network entry point {text!r}: {_first_line(error)}"
+        ) from None
     for part in attribute.split("."):
         if not hasattr(target, part):
             raise ValueError(f"the network entry point {text!r} names {part!r}, which {module_name!r} does not have")
         target = getattr(target, part)
     if not isinstance(target, nn.Module) and callable(target):
-        target = target()
+        try:
+            target = target()
+        except Exception as error:
+            raise ValueError(
+                f"the network entry point {text!r} failed when called with no arguments ({_first_line(error)}); "
+                "give a function that takes none and returns a torch module"
+            ) from None
     if not isinstance(target, nn.Module):
         raise ValueError(f"the network entry point {text!r} gave a {type(target).__name__}, not a torch module")
     return target
@@ -136,6 +147,10 @@ def _load_entry_point(text: str) -> nn.Module:
 def _load_weights(network: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"no such weights file: {path}")
+    if _is_torchscript(path):
+        raise ValueError(
+            f"{path} is a TorchScript file, a whole network, not a state dict: give it as the network, without weights"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
@@ -148,8 +163,30 @@ def _load_weights(network: nn.Module, path: Path) -> None:
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict (a mapping of names to tensors)")
     try:
         network.load_state_dict(state)
-    except RuntimeError as error:
-        raise ValueError(f"the weights in {path} do not fit the network: {_first_line(error)}") from None
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"the weights in {path} do not fit the network: {_state_dict_problem(error)}") from None
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with compiled code under ``*/code/``),
+    told from its listing without reading any of it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _state_dict_problem(error: BaseException) -> str:
+    """The first problem ``load_state_dict`` lists (its first line is only a heading), and how
+    many more there are."""
+    lines = [line.strip().rstrip(".").strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1:
+        lines = lines[1:]
+    if not lines:
+        return type(error).__name__
+    more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+    return lines[0][:300] + more
 
 
 def _first_line(error: BaseException) -> str:
@@ -504,6 +541,26 @@ class Inversion:
         return values
 
 
+@contextmanager
+def _borrowed(network: nn.Module) -> Iterator[nn.Module]:
+    """Lend ``network`` to an inversion, which puts it in eval mode, freezes its parameters and
+    moves it to the fit's device; afterwards every module's training flag, every parameter's
+    ``requires_grad`` and (where all its tensors were on one device) its device are restored."""
+    modes = [(module, module.training) for module in network.modules()]
+    flags = [(parameter, parameter.requires_grad) for parameter in network.parameters()]
+    devices = {tensor.device for tensor in itertools.chain(network.parameters(), network.buffers())}
+    try:
+        yield network
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+        for module, mode in modes:
+            module.training = mode
+        now = {tensor.device for tensor in itertools.chain(network.parameters(), network.buffers())}
+        if len(devices) == 1 and now != devices:
+            network.to(next(iter(devices)))
+
+
 def invert_iter(
     image: Any,
     network: str | os.PathLike | nn.Module,
@@ -534,59 +591,61 @@ def invert_iter(
         raise ValueError(f"the image is too small to invert ({width}×{height}): give at least 2×2 pixels")
     intensity = Intensity.of(chw)
     network = load_network(network, weights=weights)
-    device = select_device(options.device)
-    network = network.to(device).eval()
-    settings = options.settings
-    reference_image = torch.from_numpy(intensity.to_unit(chw))[None].to(device)
-    features, reference = layer_features(network, options.layer, reference_image)
-    unit = options.unit
-    if unit is not None:
-        _check_unit_fits(unit, reference, options.layer)
-    operator = InversionOperator(features, reference, (height, width), channels, tv_weight=options.tv_weight,
-                                 unit=unit)
-    if options.prior == "dip":
-        multiple = 2**settings.scales
-        out_shape = tuple(max(-(-n // multiple), 2) * multiple for n in (height, width))
-        pixels = None
-    else:
-        out_shape = (height, width)
-        pixels = PixelImage(channels, out_shape, options.seed)
+    # The caller's module comes back as it was: its modes, requires_grad flags and device.
+    with _borrowed(network):
+        device = select_device(options.device)
+        network = network.to(device).eval()
+        settings = options.settings
+        reference_image = torch.from_numpy(intensity.to_unit(chw))[None].to(device)
+        features, reference = layer_features(network, options.layer, reference_image)
+        unit = options.unit
+        if unit is not None:
+            _check_unit_fits(unit, reference, options.layer)
+        operator = InversionOperator(features, reference, (height, width), channels, tv_weight=options.tv_weight,
+                                     unit=unit)
+        if options.prior == "dip":
+            multiple = 2**settings.scales
+            out_shape = tuple(max(-(-n // multiple), 2) * multiple for n in (height, width))
+            pixels = None
+        else:
+            out_shape = (height, width)
+            pixels = PixelImage(channels, out_shape, options.seed)
 
-    def to_output(unit_chw: np.ndarray) -> np.ndarray:
-        return from_channels_first(intensity.from_unit(unit_chw[:, :height, :width]), layout.channel_axis)
+        def to_output(unit_chw: np.ndarray) -> np.ndarray:
+            return from_channels_first(intensity.from_unit(unit_chw[:, :height, :width]), layout.channel_axis)
 
-    def convert(event: Progress) -> Progress:
-        if event.preview is not None:
-            event.preview, event.output = to_output(event.preview), to_output(event.output)
-        return event
+        def convert(event: Progress) -> Progress:
+            if event.preview is not None:
+                event.preview, event.output = to_output(event.preview), to_output(event.output)
+            return event
 
-    threads = choose_threads(math.prod(out_shape), options.threads)
-    start = time.perf_counter()
-    last_loss = math.nan
+        threads = choose_threads(math.prod(out_shape), options.threads)
+        start = time.perf_counter()
+        last_loss = math.nan
 
-    def remember(event: Progress) -> Progress:
-        nonlocal last_loss
-        last_loss = event.loss
-        return convert(event)
+        def remember(event: Progress) -> Progress:
+            nonlocal last_loss
+            last_loss = event.loss
+            return convert(event)
 
-    with torch_threads(threads):
-        run = fit(operator.target, operator, settings, out_channels=channels, out_shape=out_shape, seed=options.seed,
-                  device=device, preview_seconds=options.preview_seconds,
-                  preview_iterations=options.preview_iterations, network=pixels)
-        result = yield from relay(run, remember)
-        found = torch.from_numpy(result.image[:, :height, :width])[None].to(device)
-        with torch.no_grad():
-            phi = features(found)
-            error = float((phi - reference).norm() / reference.norm().clamp_min(1e-12))
-            activation = float(operator.activation(phi)) if unit is not None else None
-            reference_activation = float(operator.activation(reference)) if unit is not None else None
-    return Inversion(
-        image=to_output(result.image), layer=options.layer, unit=unit, prior=options.prior,
-        iterations=result.iterations, elapsed=time.perf_counter() - start, loss=last_loss, settings=settings,
-        seed=options.seed, device=str(device), threads=threads, tv_weight=options.tv_weight,
-        feature_error=None if unit is not None else error, activation=activation,
-        reference_activation=reference_activation,
-    )
+        with torch_threads(threads):
+            run = fit(operator.target, operator, settings, out_channels=channels, out_shape=out_shape,
+                      seed=options.seed, device=device, preview_seconds=options.preview_seconds,
+                      preview_iterations=options.preview_iterations, network=pixels)
+            result = yield from relay(run, remember)
+            found = torch.from_numpy(result.image[:, :height, :width])[None].to(device)
+            with torch.no_grad():
+                phi = features(found)
+                error = float((phi - reference).norm() / reference.norm().clamp_min(1e-12))
+                activation = float(operator.activation(phi)) if unit is not None else None
+                reference_activation = float(operator.activation(reference)) if unit is not None else None
+        return Inversion(
+            image=to_output(result.image), layer=options.layer, unit=unit, prior=options.prior,
+            iterations=result.iterations, elapsed=time.perf_counter() - start, loss=last_loss, settings=settings,
+            seed=options.seed, device=str(device), threads=threads, tv_weight=options.tv_weight,
+            feature_error=None if unit is not None else error, activation=activation,
+            reference_activation=reference_activation,
+        )
 
 
 def _check_unit_fits(unit: int | tuple[int, int, int], reference: torch.Tensor, layer: str | None) -> None:
