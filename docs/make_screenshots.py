@@ -128,6 +128,8 @@ def region_screenshots(napari) -> None:
     shoot_dock(widget, "dock_region")
     widget.run_button.click()
     wait_until(lambda: not widget.running, timeout=1200)
+    # The rectangle on top, so that its outline shows around the result.
+    viewer.layers.move(viewer.layers.index(shapes), len(viewer.layers))
     viewer.layers.selection.active = shapes
     shoot(viewer, "widget_region")
     viewer.close()

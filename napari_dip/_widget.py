@@ -1145,6 +1145,7 @@ class RestorationWidget(QWidget):
         self._plan = None
         self._stack_result = None
         self._set_running(False)
+        self._schedule_estimate()  # the next run's, corrected by this one's speed
 
     def _fail(self, message: str) -> None:
         self.status.setText(f"Not run: {message}")
