@@ -14,7 +14,7 @@ from napari_dip import restore
 from napari_dip.cli import main
 from napari_dip.core import RestoreOptions, consume, restore_iter
 from napari_dip.core import engine as engine_module
-from napari_dip.core.guide import prepare_guide
+from napari_dip.core.guide import PreparedGuide, prepare_guide
 from napari_dip.core.tiling import tile_starts
 
 FAST = dict(iterations=3, channels=8, scales=2, threads=1, precision="float32", compile="off")
@@ -49,7 +49,8 @@ def test_the_code_is_the_normalised_guide_mirror_padded(codes):
     code = inputs[0][0].numpy()
     # 30 is padded to 32 (a multiple of 2**scales), mirrored as the image is.
     assert code.shape == (3, 32, 32)
-    expected = np.moveaxis(guide, -1, 0).astype(np.float32) / 255
+    # Stretched as a whole, from its minimum to its maximum.
+    expected = (np.moveaxis(guide, -1, 0) - float(guide.min())) / (float(guide.max()) - float(guide.min()))
     np.testing.assert_allclose(code[:, :30, :30], expected, atol=1e-6)
     np.testing.assert_allclose(code[:, 30:, :30], expected[:, ::-1][:, :2], atol=1e-6)
     # No input noise: every step sees the same code.
@@ -91,11 +92,29 @@ def test_guides_are_normalised_as_a_whole():
     assert unit.dtype == np.float32 and unit.shape == u16.shape
     # One scale for all channels: 1000 -> 0, 5000 -> 1, 3000 -> 0.5.
     assert unit[1, 1, 0] == 0 and unit[0, 0, 1] == 1 and unit[1, 1, 1] == pytest.approx(0.5)
-    np.testing.assert_allclose(prepare_guide(np.full((4, 4), 51, np.uint8)), 0.2)
+    # Whatever the dtype: floats and uint8 are stretched too (a code, not levels that mean something).
     floats = np.linspace(0.2, 0.4, 16).reshape(4, 4)
-    np.testing.assert_allclose(prepare_guide(floats), floats, atol=1e-7)
-    # Normalising twice changes nothing (options are replaced per tile and plane).
-    np.testing.assert_array_equal(prepare_guide(unit), unit)
+    np.testing.assert_allclose(prepare_guide(floats), np.linspace(0, 1, 16).reshape(4, 4), atol=1e-6)
+    dark = np.array([[3, 5], [7, 11]], np.uint8)
+    np.testing.assert_allclose(prepare_guide(dark), [[0, 0.25], [0.5, 1]])
+    assert isinstance(unit, PreparedGuide)
+    # Preparing again changes nothing, for the guide or a part of it (options are replaced per
+    # tile and plane, and a part keeps the whole guide's scale).
+    assert prepare_guide(unit) is unit
+    part = unit[1:3, 1:3]
+    assert prepare_guide(part) is part and part[..., 0].max() == 0
+    assert RestoreOptions(guide=u16).guide.max() == 1
+
+
+def test_a_dim_guide_guides_as_well_as_a_bright_one():
+    # A 12-bit camera's image divided by 65535 spans [0, 0.06]: kept as it was, the input noise
+    # (reg_noise_std 1/30) drowned it and guided results were worse than unguided ones.
+    image = _image(seed=18)
+    guide = _image(seed=19)
+    bright = restore(image, guide=guide, **FAST)
+    np.testing.assert_allclose(restore(image, guide=guide * (4095 / 65535), **FAST), bright, atol=1e-5)
+    np.testing.assert_allclose(restore(image, guide=np.round(guide * 4095).astype(np.uint16), **FAST),
+                               restore(image, guide=np.round(guide * 4095) / 4095, **FAST), atol=1e-5)
 
 
 def test_a_stack_takes_one_guide_per_plane_or_one_for_all():
@@ -118,13 +137,13 @@ def test_each_tile_gets_its_part_of_the_guide(codes):
     windows = [(r, c) for r in starts for c in starts]
     assert len(codes) == len(windows) == 4
     for inputs, (r, c) in zip(codes, windows, strict=True):
-        expected = np.moveaxis(guide[r:r + 24, c:c + 24], -1, 0)
+        expected = np.moveaxis(prepare_guide(guide)[r:r + 24, c:c + 24], -1, 0)
         np.testing.assert_allclose(inputs[0][0].numpy(), expected, atol=1e-6)
 
 
 def test_super_resolution_tiles_get_their_part_of_the_guide_at_the_result_size(codes):
     # The tile windows are in the image's pixels; the guide is cut from the result's, 2× larger.
-    guide = _image((80, 80), seed=12)
+    guide = prepare_guide(_image((80, 80), seed=12))
     result = restore(_image((40, 40)), "sr", scale=2, guide=guide, tile_size=24, overlap=4, reg_noise_std=0.0,
                      **FAST)
     assert result.shape == (80, 80)
@@ -290,10 +309,10 @@ def test_cli_batch_gives_each_plane_of_a_stack_its_own_guide(tmp_path):
     out = tmp_path / "out"
     assert main(["batch", str(tmp_path / "stack.tif"), "-o", str(out), "--workers", "0", "--guide",
                  str(tmp_path / "guides.npy"), *CLI_FAST]) == 0
-    result = tifffile.imread(out / "stack.tif")
-    settings = dict(iterations=3, channels=8, scales=2, threads=1)
-    for plane in range(2):
-        np.testing.assert_array_equal(result[plane], restore(stack[plane], guide=guides[plane], **settings))
+    # As restore() does it: each plane its own guide, all on the whole guide's one scale.
+    expected = restore(stack, axes="TYX", guide=guides, iterations=3, channels=8, scales=2, threads=1)
+    np.testing.assert_array_equal(tifffile.imread(out / "stack.tif"), expected)
+    assert np.abs(expected[1].astype(int) - expected[0]).max() > 2
 
 
 def test_cli_bad_guide_is_one_line_without_a_traceback(tmp_path):

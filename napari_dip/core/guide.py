@@ -12,9 +12,13 @@ guide for every plane, or one per plane with the stack's plane axes first, in or
 ``(T, H, W[, C])``. Where a shape reads both ways (a ``(32, 32, 32)`` guide for a stack of 32
 planes of 32²), it is one guide per plane.
 
-The guide is normalised to [0, 1] once, as a whole (uint8 divided by 255, floats already in
-[0, 1] kept, anything else stretched from its minimum to its maximum), so tiles and planes cut
-from it share one scale.
+The guide is stretched to [0, 1] once, as a whole, from its minimum to its maximum, whatever its
+dtype: it is a code, not an image whose levels mean something, and a dim one (a 12-bit camera's
+image as uint16 or divided by 65535, a dark flash photograph) would otherwise be a faint signal
+under the input noise (``reg_noise_std``), which made guided results worse than unguided ones.
+The result is a :class:`PreparedGuide`, whose tiles and planes (views of it) are not stretched
+again, so they share one scale. A constant guide (or, one per plane, a constant plane's) is
+refused by :func:`check_guide`: as the only input it makes the result flat.
 """
 
 from __future__ import annotations
@@ -24,16 +28,23 @@ from typing import Any
 
 import numpy as np
 
-from .arrays import Intensity
 from .layout import Layout
 
-__all__ = ["prepare_guide", "check_guide", "guide_for", "cut_guide", "guide_code"]
+__all__ = ["PreparedGuide", "prepare_guide", "check_guide", "guide_for", "cut_guide", "guide_code"]
+
+
+class PreparedGuide(np.ndarray):
+    """A guide already stretched to [0, 1] (float32): its views (a plane's guide, a tile's part)
+    are kept as they are when options are replaced for a plane or a tile."""
 
 
 def prepare_guide(guide: Any) -> np.ndarray | None:
-    """The guide as float32 in [0, 1], or one sentence saying why it cannot be one."""
+    """The guide stretched to float32 in [0, 1] (a :class:`PreparedGuide`), or one sentence
+    saying why it cannot be one."""
     if guide is None:
         return None
+    if isinstance(guide, PreparedGuide):
+        return guide
     if not hasattr(guide, "shape") or not hasattr(guide, "dtype"):
         guide = np.asarray(guide)
     dtype = np.dtype(guide.dtype)
@@ -46,11 +57,13 @@ def prepare_guide(guide: Any) -> np.ndarray | None:
         bad = int(np.count_nonzero(~np.isfinite(guide)))
         if bad:
             raise ValueError(f"the guide contains {bad} NaN or infinite value(s); replace them before restoring")
-    # One "channel" holding the whole array: one scale for every channel, tile and plane.
-    whole = guide.reshape(1, -1)
-    if not math.isfinite(float(np.max(whole)) - float(np.min(whole))):
+    # One scale for every channel, tile and plane.
+    values = guide.astype(np.float64)
+    low, high = float(np.min(values)), float(np.max(values))
+    if not math.isfinite(high - low):
         raise ValueError("the guide's values span more than a float64 can hold: rescale it first")
-    return Intensity.of(whole).to_unit(whole).reshape(guide.shape)
+    unit = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    return np.clip(unit, 0.0, 1.0).astype(np.float32).view(PreparedGuide)
 
 
 def _shapes(guide: np.ndarray, spatial: tuple[int, ...]) -> bool:

@@ -87,7 +87,7 @@ class RestoreOptions:
         Guided restoration (any task): an image of the same scene that replaces the network's
         random input code, e.g. the flash photograph guiding a no-flash one. The result's spatial
         shape with any channels last; for stacks one guide for all planes or one per plane (see
-        :mod:`~napari_dip.core.guide`). Normalised to [0, 1]; its channel count is the
+        :mod:`~napari_dip.core.guide`). Stretched to [0, 1] as a whole; its channel count is the
         network's input depth.
     preset : {"default", "paper"}
     iterations : int, optional
