@@ -22,6 +22,14 @@ def _private_settings(tmp_path, monkeypatch):
     monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "napari-dip-widget.json"))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_estimates():
+    """Each test's estimates from the table: a run in an earlier test would correct them."""
+    from napari_dip._widget import _CALIBRATION
+
+    _CALIBRATION.ratios.clear()
+
+
 @pytest.fixture
 def viewer(make_napari_viewer):
     viewer = make_napari_viewer()
