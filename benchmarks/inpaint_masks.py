@@ -143,7 +143,8 @@ def stop_rows(log: dict, grid: tuple, min_iterations: int) -> list[dict]:
 
 
 def methods(image: np.ndarray, fill: np.ndarray, threads: int, truth: np.ndarray | None = None,
-            stops: list | None = None, grid: tuple = (), iterations: int | None = None) -> dict[str, tuple[np.ndarray, float, dict]]:
+            stops: list | None = None, grid: tuple = (),
+            iterations: int | None = None) -> dict[str, tuple[np.ndarray, float, dict]]:
     from skimage.restoration import inpaint_biharmonic
 
     from napari_dip.core import consume, restore_iter
@@ -162,7 +163,8 @@ def methods(image: np.ndarray, fill: np.ndarray, threads: int, truth: np.ndarray
         stops += stop_rows(log, grid, settings.min_iterations)
         ran, kept = replay(log["signal"], settings.stop_patience, settings.stop_tolerance, settings.min_iterations)
         out["DIP default"] = (log["images"][kept - 1], log["seconds"][ran - 1],
-                              {"iterations": ran, "kept": kept, "best": best, "psnr_mask_cap": round(log["psnr_mask"][-1], 2)})
+                              {"iterations": ran, "kept": kept, "best": best,
+                               "psnr_mask_cap": round(log["psnr_mask"][-1], 2)})
         out["_curve"] = log
     start = time.perf_counter()
     bh = inpaint_biharmonic(image / 255.0, fill, channel_axis=-1 if image.ndim == 3 else None)
@@ -239,7 +241,8 @@ def _write_curve(path: Path, kind: str, name: str, curve: dict) -> None:
         writer = csv.writer(handle)
         if new:
             writer.writerow(["mask", "image", "iteration", "heldout_mse", "psnr_mask", "seconds"])
-        for i, (signal, value, seconds) in enumerate(zip(curve["signal"], curve["psnr_mask"], curve["seconds"])):
+        columns = zip(curve["signal"], curve["psnr_mask"], curve["seconds"], strict=True)
+        for i, (signal, value, seconds) in enumerate(columns):
             writer.writerow([kind, name, i + 1, f"{signal:.6g}", f"{value:.3f}", f"{seconds:.2f}"])
 
 
@@ -265,11 +268,14 @@ def _write_stops(out: Path, stops: list[dict]) -> None:
                      f"{saved:.0%} | {len(group)} |")
     chosen = [s for s in stops if (s["patience"], s["tolerance"]) == (settings.stop_patience, settings.stop_tolerance)]
     if chosen:
-        lines += ["", f"The preset's rule (patience {settings.stop_patience}, tolerance {settings.stop_tolerance:g}) per run:",
-                  "", "| mask | image | stopped at | kept | best | PSNR kept | PSNR best | PSNR at cap | s to stop | s to cap |",
+        rule = f"patience {settings.stop_patience}, tolerance {settings.stop_tolerance:g}"
+        lines += ["", f"The preset's rule ({rule}) per run:", "",
+                  "| mask | image | stopped at | kept | best | PSNR kept | PSNR best | PSNR at cap | s to stop "
+                  "| s to cap |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for s in chosen:
-            lines.append(f"| {s['mask']} | {s['image']} | {s['stopped']} | {s['kept']} | {s['best']} | {s['psnr_kept']} | "
+            lines.append(f"| {s['mask']} | {s['image']} | {s['stopped']} | {s['kept']} | {s['best']} | "
+                         f"{s['psnr_kept']} | "
                          f"{s['psnr_best']} | {s['psnr_cap']} | {s['seconds_stop']} | {s['seconds_cap']} |")
     (out / "stops.md").write_text("\n".join(lines) + "\n")
 

@@ -852,9 +852,11 @@ def test_an_initial_state_is_refused_where_a_run_has_tiles_or_planes():
 
     from napari_dip.core import restore_iter
 
+    tiny = dict(initial_state={"x": torch.zeros(1)}, iterations=2, channels=8, scales=2, compile="off", threads=1,
+                preview_seconds=None)
     image = np.zeros((3, 16, 16), dtype=np.float32)
     with pytest.raises(ValueError, match=r"initial_state warm-starts one fit, but this image has 3 planes"):
-        next(restore_iter(image, initial_state={"x": torch.zeros(1)}, iterations=2, channels=8, scales=2, compile="off", threads=1, preview_seconds=None))
+        next(restore_iter(image, **tiny))
     big = np.zeros((64, 64), dtype=np.float32)
     with pytest.raises(ValueError, match=r"is cut into tiles of 32²"):
-        next(restore_iter(big, initial_state={"x": torch.zeros(1)}, iterations=2, tile_size=32, channels=8, scales=2, compile="off", threads=1, preview_seconds=None))
+        next(restore_iter(big, tile_size=32, **tiny))

@@ -66,7 +66,7 @@ def test_holdout_pixels_are_known_near_the_fill_and_the_share_asked_for():
     band = (10 * 48) - 2 * 40
     assert len(ys) == round(0.1 * band)
     again = holdout_pixels(known, fill, share=0.1, band=4, seed=0)
-    assert all(torch.equal(a, b) for a, b in zip(coords, again))
+    assert all(torch.equal(a, b) for a, b in zip(coords, again, strict=True))
 
 
 def test_holdout_refused_when_too_few_pixels_to_judge_by():

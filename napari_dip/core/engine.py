@@ -279,7 +279,7 @@ def fit(
             output=output,
             backtracked=backtracked,
             signal=_signal(stopper),
-            best_iteration=(stopper.best_iteration + 1) if stopper is not None and stopper.best_iteration >= 0 else None,
+            best_iteration=_best(stopper),
         )
         if stopping:
             stop_reason = "auto"
@@ -296,7 +296,7 @@ def fit(
         iterations=iteration + 1,
         stop_reason=stop_reason,
         elapsed=time.perf_counter() - fit_start,
-        best_iteration=(stopper.best_iteration + 1) if stopper is not None and stopper.best_iteration >= 0 else None,
+        best_iteration=_best(stopper),
         backtracks=backtracks,
         precision=precision,
         state={k: v.detach().cpu().clone() for k, v in net.state_dict().items()} if keep_state else None,
@@ -326,6 +326,11 @@ def _eta(done: int, settings: Settings, stopper: WindowedVarianceStopper | None,
         by_patience = since + 1 + stopper.patience - done
         remaining = min(remaining, max(by_patience, settings.min_iterations - done, 0))
     return remaining * per_step
+
+
+def _best(stopper) -> int | None:
+    """The stopping rule's best iteration so far (1-based), where it has one."""
+    return stopper.best_iteration + 1 if stopper is not None and stopper.best_iteration >= 0 else None
 
 
 def _signal(stopper) -> float | None:

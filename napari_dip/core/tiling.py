@@ -347,7 +347,8 @@ def _restore_whole(
         yield TileProgress(0, 1, window, 1.0, time.perf_counter() - start, 0.0,
                            message="nothing to fill: no pixel of the mask is set, the image is kept as it is")
         return TiledRestoration(
-            image=np.array(image, copy=True), tile_size=None, overlap=0, windows=[window], runs=[_unchanged_run(options)],
+            image=np.array(image, copy=True), tile_size=None, overlap=0, windows=[window],
+            runs=[_unchanged_run(options)],
             elapsed=time.perf_counter() - start, states=[initial_states[0] if initial_states else None],
         )
     run = fit_array(
