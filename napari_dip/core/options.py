@@ -89,7 +89,7 @@ class RestoreOptions:
         shape with any channels last; for stacks one guide for all planes or one per plane (see
         :mod:`~napari_dip.core.guide`). Stretched to [0, 1] as a whole; its channel count is the
         network's input depth.
-    preset : {"default", "paper"}
+    preset : {"default", "fast", "paper"}
     iterations : int, optional
         A fixed count (turns automatic stopping off unless ``advanced`` has ``auto_stop=True``).
     seed : int
