@@ -180,6 +180,7 @@ def fit(
     if holdout is not None:
         stopper = HoldoutStopper.from_settings(settings)
         holdout = tuple(index.to(device) for index in holdout)
+        weight = weight.clone()  # never the caller's tensor
         weight[(0, 0, *holdout)] = 0
         known_count = weight.sum() * observation.shape[1]
         holdout_truth = observation[0][(slice(None), *holdout)]
