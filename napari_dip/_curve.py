@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ._run import CurveHistory
@@ -19,6 +19,8 @@ from ._run import CurveHistory
 __all__ = ["LossCurve", "REDRAW_SECONDS"]
 
 REDRAW_SECONDS = 0.5
+# The width the curve asks of the dock: about that of the other controls.
+CURVE_WIDTH_HINT = 300
 
 EMPTY_LEGEND = "<small>The loss of every step is drawn here during a run.</small>"
 
@@ -35,7 +37,7 @@ class LossCurve(QWidget):
         import pyqtgraph as pg
 
         self.history = history
-        self.plot = pg.PlotWidget(background=None)
+        self.plot = pg.PlotWidget(background=None, axisItems={"left": _log_axis(pg)})
         self.plot.setMinimumHeight(110)
         self.plot.setMaximumHeight(160)
         self.plot.setMinimumWidth(120)
@@ -75,6 +77,11 @@ class LossCurve(QWidget):
         self._timer.setInterval(round(REDRAW_SECONDS * 1000))
         self._timer.timeout.connect(self.redraw)
         self._drawn = -1
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        # A plot's own hint is 640 px wide, which would open the dock at half the window.
+        hint = super().sizeHint()
+        return QSize(min(hint.width(), CURVE_WIDTH_HINT), hint.height())
 
     def start(self) -> None:
         """A run begins: an empty plot, redrawn on the timer from now on."""
@@ -119,6 +126,25 @@ class LossCurve(QWidget):
         else:
             self.best.hide()
         self.legend.setText(_legend(snapshot))
+
+
+def _log_axis(pg):
+    """A left axis whose labels within a decade (2, 5, then the rest) are separate levels, so
+    pyqtgraph drops the crowded ones instead of writing 0.02 to 0.09 over each other."""
+
+    class LogAxis(pg.AxisItem):
+        def logTickValues(self, min_value, max_value, size, std_ticks):  # noqa: N802 (pyqtgraph's name)
+            decades = [(spacing, ticks) for spacing, ticks in std_ticks if spacing >= 1.0]
+            if len(decades) >= 3:
+                return decades
+            levels = []
+            for mantissas in ((1,), (2, 5), (3, 4, 6, 7, 8, 9)):
+                ticks = [decade + math.log10(m) for decade in range(math.floor(min_value), math.ceil(max_value))
+                         for m in mantissas]
+                levels.append((None, [tick for tick in ticks if min_value < tick < max_value]))
+            return levels
+
+    return LogAxis("left")
 
 
 def _positive(values: np.ndarray) -> np.ndarray:

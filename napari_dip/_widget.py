@@ -20,16 +20,18 @@ import numpy as np
 from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -171,6 +173,34 @@ def _leading_axes(layer: Image | None) -> int:
 def _plane_axes(layer: Image | None, channel_axis: int | None) -> list[int]:
     """The leading axes that run over planes: all but the one restored as channels."""
     return [axis for axis in range(_leading_axes(layer)) if axis != channel_axis]
+
+
+class _VerticalScrollArea(QScrollArea):
+    """Scrolls its content up and down, never sideways: as narrow as the content can be."""
+
+    def __init__(self, content: QWidget):
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(content)
+        content.installEventFilter(self)
+
+    def _width_for(self, content_width: int) -> int:
+        return content_width + self.verticalScrollBar().sizeHint().width()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        return QSize(self._width_for(self.widget().minimumSizeHint().width()), super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        hint = self.widget().sizeHint()
+        return QSize(self._width_for(hint.width()), hint.height())
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        # A row shown or hidden changes how narrow the content can be: the dock must hear of it.
+        if event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
 
 
 class RestorationWidget(QWidget):
@@ -411,7 +441,15 @@ class RestorationWidget(QWidget):
         buttons.addWidget(self.stop_keep_button)
         buttons.addWidget(self.cancel_button)
 
-        layout = QVBoxLayout(self)
+        # The controls scroll inside the dock: napari's dock has no scroll area, so a dock shorter
+        # than the controls would squeeze their wrapped lines to one (cutting them off) and hold
+        # the whole window at the dock's height.
+        content = QWidget()
+        scroll = _VerticalScrollArea(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        layout = QVBoxLayout(content)
         layout.addLayout(form)
         layout.addWidget(self.advanced_section)
         layout.addWidget(self.estimate)

@@ -994,3 +994,57 @@ def test_a_notification_says_when_a_run_ends(viewer, qtbot):
     run_to_end(qtbot, widget)
     notes = [str(n.message) for n in notification_manager.records[before:]]
     assert any("'tiny (DIP denoise)' is ready: 2 iterations" in note for note in notes)
+
+
+def test_a_short_narrow_dock_scrolls_instead_of_cutting_lines_off(make_napari_viewer, qtbot):
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1000, 600)
+    viewer.add_image(np.zeros((48, 48), dtype=np.uint8), name="small")
+    widget = make_widget(viewer)
+    configure(widget, task="inpaint", iterations=0)
+    widget.advanced_section.expand(animate=False)
+    dock = widget.parentWidget()
+    while not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    window.resizeDocks([dock], [300], Qt.Orientation.Horizontal)
+    qtbot.waitUntil(lambda: widget.preset_costs.text() != "", timeout=2000)
+    qtbot.wait(200)
+    # Every wrapped line is shown whole (a squeezed one is cut to its first line) ...
+    for label in (widget.preset_costs, widget.iterations_hint, widget.device_note, widget.estimate):
+        assert label.height() >= label.heightForWidth(label.width()), label.text()
+    # ... the controls scroll instead of holding the window taller than the screen it is on ...
+    assert window.minimumSizeHint().height() < 600
+    # ... and the dock is no narrower than its controls: nothing is cut off at the right.
+    assert dock.width() < 420
+    for control in (widget.new_mask_button, widget.cancel_button, widget.compile):
+        assert control.mapTo(dock, control.rect().topRight()).x() < dock.width()
+
+
+def test_curve_labels_within_a_decade_do_not_overlap(viewer, qtbot):
+    from qtpy.QtGui import QImage, QPainter
+
+    from napari_dip.core import Progress
+
+    widget = make_widget(viewer)
+    widget.curve.resize(300, 130)
+    widget.curve.start()
+    for i in range(1, 151):  # a loss from 0.08 down to 0.009, less than a decade and a bit
+        widget.curve.history.record(Progress(i, 150, 0.08 * (0.009 / 0.08) ** (i / 150), 0.0, None))
+    widget.curve.stop()
+    widget.curve.plot.autoRange()  # as it is once shown
+    axis = widget.curve.plot.getAxis("left")
+    axis.resize(axis.width(), 100)  # the plot's height in the dock
+    image = QImage(200, 200, QImage.Format.Format_ARGB32)
+    painter = QPainter(image)
+    try:
+        _, _, texts = axis.generateDrawSpecs(painter)
+    finally:
+        painter.end()
+    rects = [rect for rect, _, _ in texts]
+    labels = [text for _, _, text in texts]
+    assert "0.01" in labels
+    assert not any(a.intersects(b) for i, a in enumerate(rects) for b in rects[i + 1:]), labels
