@@ -320,6 +320,11 @@ class RestorationWidget(QWidget):
         self.new_mask_button.clicked.connect(self.new_mask)
         self.psf_picker = LayerComboBox(Image, none_text="(none)", auto_pick=False, exclude=is_preview)
         self.psf_picker.setToolTip("2D image layer holding the blur kernel (point-spread function)")
+        self.guide_picker = LayerComboBox(Image, none_text="(none)", auto_pick=False, exclude=is_preview)
+        self.guide_picker.setToolTip(
+            "Optional: an image of the same scene (a flash photograph, a cleaner channel) that replaces the "
+            "network's random input, so the result takes its detail; it must have the result's height and width"
+        )
 
     def _build_options(self, devices: list[str]) -> None:
         self.iterations = QSpinBox()
@@ -411,6 +416,7 @@ class RestorationWidget(QWidget):
         mask_row.addWidget(self.new_mask_button)
         self._mask_row = _add_row(form, "Mask", mask_field)
         self._psf_row = _add_row(form, "PSF", self.psf_picker)
+        form.addRow("Guide", self.guide_picker)
         region_field = QWidget()
         region_row = QHBoxLayout(region_field)
         region_row.setContentsMargins(0, 0, 0, 0)
@@ -461,8 +467,8 @@ class RestorationWidget(QWidget):
         # Controls whose values a running job was started with: frozen until it ends.
         self._run_inputs: list[QWidget] = [
             self.image_picker, self.channel_picker, self.planes_picker, self.warm_start, self.task_picker,
-            self.mask_picker, self.new_mask_button, self.psf_picker, self.region_picker, self.new_region_button,
-            self.preset_picker, self.iterations, self.advanced_section, self.run_button,
+            self.mask_picker, self.new_mask_button, self.psf_picker, self.guide_picker, self.region_picker,
+            self.new_region_button, self.preset_picker, self.iterations, self.advanced_section, self.run_button,
         ]
 
     # --- reactions to the viewer and the controls ----------------------------------------------
@@ -470,7 +476,7 @@ class RestorationWidget(QWidget):
     def _refresh_layers(self, event: Any = None) -> None:
         # The mask picker first: a change of image proposes a mask from its fresh list.
         mask = self.mask_picker.value()
-        for picker in (self.mask_picker, self.psf_picker, self.region_picker, self.image_picker):
+        for picker in (self.mask_picker, self.psf_picker, self.guide_picker, self.region_picker, self.image_picker):
             picker.refresh(self._viewer.layers)
         if self.mask_picker.value() is not mask:  # the chosen mask went: the best one, not the last
             self._propose_mask()
@@ -1003,6 +1009,8 @@ class RestorationWidget(QWidget):
             kwargs["scale"] = factor
         if spec.needs_psf:
             kwargs["psf"] = self._psf()
+        if self.guide_picker.value() is not None:
+            kwargs["guide"] = self._guide(layer, region, all_planes or volume)
         axes = [axis for axis in selection.kept_axes if axis < layer.ndim]
         scale = tuple(float(layer.scale[axis]) for axis in axes)
         translate = tuple(float(layer.translate[axis]) for axis in axes)
@@ -1020,6 +1028,22 @@ class RestorationWidget(QWidget):
             volume=volume,
             region=region,
         )
+
+    def _guide(self, layer: Image, region: Any, whole_stack: bool) -> Any:
+        """The guide layer's pixels for this run: a plane (or RGB plane) as it is, or, for a
+        guide with the image's own planes, the plane on view (every plane when all are restored);
+        cut to the region. The core checks its size against the result's."""
+        guide = self.guide_picker.value()
+        if guide is layer:
+            raise ValueError(f"the guide {guide.name!r} is the image being restored: pick another image of the scene")
+        data = guide.data
+        planes = data.ndim - (3 if guide.rgb else 2)
+        if planes > 0 and not whole_stack:
+            step = self._data_step(guide)
+            data = data[tuple(min(max(step[axis], 0), data.shape[axis] - 1) for axis in range(planes))]
+        if region is not None:
+            data = region.crop(data, rgb=guide.rgb)
+        return np.asarray(data)
 
     def _psf(self) -> np.ndarray:
         layer = self.psf_picker.value()

@@ -1048,3 +1048,36 @@ def test_curve_labels_within_a_decade_do_not_overlap(viewer, qtbot):
     labels = [text for _, _, text in texts]
     assert "0.01" in labels
     assert not any(a.intersects(b) for i, a in enumerate(rects) for b in rects[i + 1:]), labels
+
+
+def test_a_guide_layer_replaces_the_random_code_and_bad_guides_are_one_sentence(viewer, qtbot):
+    from napari_dip import restore
+
+    rng = np.random.default_rng(11)
+    clean = rng.random((32, 32)).astype(np.float32)
+    noisy = np.clip(clean + 0.2 * rng.standard_normal(clean.shape), 0, 1).astype(np.float32)
+    source = viewer.add_image(noisy, name="noisy")
+    guide = viewer.add_image(clean[::-1].copy(), name="flash")
+    widget = make_widget(viewer)
+    configure(widget, iterations=4)
+    assert widget.guide_picker.value() is None  # optional: never picked by itself
+    widget.guide_picker.set_value(guide)
+    viewer.layers.selection.active = source
+
+    run_to_end(qtbot, widget)
+
+    result = viewer.layers["noisy (DIP denoise)"]
+    core = dict(iterations=4, seed=0, threads=1, compile="off", **TINY_NETWORK)
+    np.testing.assert_array_equal(result.data, restore(noisy, guide=clean[::-1], **core))
+    assert not np.array_equal(result.data, restore(noisy, **core))
+
+    viewer.add_image(np.zeros((16, 16), dtype=np.float32) + np.eye(16, dtype=np.float32), name="small")
+    for name, expected in (("small", "guide"), ("noisy", "is the image being restored")):
+        widget.guide_picker.set_value(viewer.layers[name])
+        viewer.layers.selection.active = source
+        before = len(notification_manager.records)
+        count = len(viewer.layers)
+        run_to_end(qtbot, widget)
+        errors = new_errors(before)
+        assert len(errors) == 1 and expected in errors[0], errors
+        assert len(viewer.layers) == count
