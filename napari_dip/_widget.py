@@ -68,6 +68,7 @@ from ._widget_parts import (
     unwrapped,
 )
 from ._widget_settings import load_settings, save_settings
+from .core.device import select_device
 from .core.presets import PRESETS
 from .core.tasks import task_spec, widget_choices
 
@@ -1151,8 +1152,10 @@ class RestorationWidget(QWidget):
             "stop_reason": "user",
             "elapsed_seconds": round(event.elapsed, 3),
             "seed": kwargs["seed"],
-            "device": kwargs["device"],
+            # The device the run used ("auto" resolved), as a finished run records it.
+            "device": str(select_device(kwargs["device"])),
             "threads": kwargs["threads"],
+            "best_iteration": event.best_iteration,
             "settings": planned_settings(plan),
             "preset": kwargs["preset"],
             "source_layer": plan.source,

@@ -676,6 +676,7 @@ def test_stop_and_keep_keeps_the_running_average(viewer, qtbot):
     stopped_at = result.metadata["iterations"]
     assert result.metadata["stopped"] == "by the user" and stopped_at >= 20
     assert result.metadata["settings"]["channels"] == 8 and result.metadata["source_layer"] == "noisy astronaut"
+    assert result.metadata["device"] == "cpu"  # what "auto" chose, as a finished run records it
     assert result.data.shape == data.shape and result.data.dtype == np.uint8 and result.visible
     # The running average at that step: what a run of exactly that many iterations returns.
     expected = restore(data, iterations=stopped_at, seed=0, threads=1, compile="off", **TINY_NETWORK)
