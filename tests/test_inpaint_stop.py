@@ -162,3 +162,19 @@ def test_a_stack_plane_with_nothing_to_fill_is_kept_as_it_is():
     np.testing.assert_array_equal(result.image[~mask], stack[~mask])
     assert [part["stop_reason"] for part in result.parts] == ["iterations", "unchanged", "iterations"]
 
+
+
+def test_the_expected_stop_of_a_power_law_decay_is_where_the_rule_stops():
+    # An error falling as 1/t: over 200 iterations it falls 200/t, below 2 % from t ≈ 10 000.
+    stopper = HoldoutStopper(patience=200, min_iterations=100, tolerance=0.02)
+    expected, stopped = None, None
+    for i in range(20_000):
+        stopper.observe(i, 1.0 / (i + 1))
+        if i == 1999:
+            expected = stopper.expected_stop()
+            assert expected > stopper.clock_iteration + 1 + stopper.patience  # later than the patience says
+        if stopper.should_stop:
+            stopped = i + 1
+            break
+    assert stopped is not None and abs(expected - stopped) / stopped < 0.05, (expected, stopped)
+

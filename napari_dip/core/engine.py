@@ -325,6 +325,10 @@ def _eta(done: int, settings: Settings, stopper: WindowedVarianceStopper | None,
     since = getattr(stopper, "clock_iteration", getattr(stopper, "best_iteration", -1))
     if stopper is not None and since >= 0:
         by_patience = since + 1 + stopper.patience - done
+        if isinstance(stopper, HoldoutStopper):
+            # The clock resets while the held-out error still falls: the patience alone would
+            # promise an end that keeps moving away (measured: "6 s left", then 21 s more).
+            by_patience = max(by_patience, stopper.expected_stop() - done)
         remaining = min(remaining, max(by_patience, settings.min_iterations - done, 0))
     return remaining * per_step
 
