@@ -156,6 +156,7 @@ def test_automatic_tile_size_follows_the_memory_budget():
     assert per_pixel * side**2 <= 3 * 2**30 < per_pixel * (side + 2**settings.scales) ** 2
     # Super-resolution fits at the output size: tiles are smaller by the factor.
     assert auto_tile_size((4096, 4096), settings, factor=4, memory_limit=3 * 2**30) <= side // 4 + 8
-    with pytest.raises(ValueError, match="MiB available"):
+    # The budget was the user's limit, so the sentence names it (not free memory).
+    with pytest.raises(ValueError, match="MiB memory_limit allows; raise memory_limit"):
         auto_tile_size((4096, 4096), settings, memory_limit=2**20)
     assert available_memory(torch.device("cpu")) > 0

@@ -144,8 +144,9 @@ def auto_tile_size(
     if side < smallest:
         raise ValueError(
             f"a fit needs about {per_input_pixel * smallest * smallest / 2**20:.0f} MiB even for "
-            f"{smallest}×{smallest} tiles, more than the {budget / 2**20:.0f} MiB available; "
-            "free memory or use a smaller network (channels)"
+            f"{smallest}×{smallest} tiles, more than the {budget / 2**20:.0f} MiB "
+            + ("memory_limit allows; raise memory_limit or use a smaller network (channels)" if memory_limit
+               else "available; free memory or use a smaller network (channels)")
         )
     return side // multiple * multiple
 
