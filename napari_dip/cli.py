@@ -81,12 +81,17 @@ def _add_invert(commands) -> None:
                              "penalty; none: the pixels alone")
     invert.add_argument("--tv-weight", type=float, help="weight of the total-variation penalty (default 0.05 for tv)")
     invert.add_argument("--iterations", type=int, help="optimisation steps (default 1000)")
-    invert.add_argument("--seed", type=int, default=0)
-    invert.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    invert.add_argument("--threads", type=int, help="CPU threads (default: from the image size and the free cores)")
+    _add_run_options(invert)
     invert.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=_setting,
                         help="an advanced setting of the fit, e.g. --set lr=0.02 (repeatable; see docs/api.md)")
     invert.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    """Where and how reproducibly a fit runs: the options restore, batch and invert share."""
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    command.add_argument("--threads", type=int, help="CPU threads (default: from the image size and the free cores)")
 
 
 def _add_fit_options(command: argparse.ArgumentParser) -> None:
@@ -102,9 +107,7 @@ def _add_fit_options(command: argparse.ArgumentParser) -> None:
                               "the network's input; the result's height and width, any channels (.npy too)")
     command.add_argument("--preset", default="default", choices=PRESETS)
     command.add_argument("--iterations", type=int, help="fix the iteration count (turns automatic stopping off)")
-    command.add_argument("--seed", type=int, default=0)
-    command.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    command.add_argument("--threads", type=int, help="CPU threads (default: from the image size and the free cores)")
+    _add_run_options(command)
     command.add_argument("--tile-size", type=int,
                          help="tile side (default: tiles only where the image does not fit in memory)")
     command.add_argument("--memory-limit", type=_bytes,

@@ -247,12 +247,12 @@ def fit(
         if holdout is not None and not backtracked:
             error = float((average[0][(slice(None), *holdout)] - holdout_truth).square().mean())
             if stopper.observe(iteration, error):
-                held = average.clone()
+                held = _keep(held, average)
         elif stopper is not None and not backtracked:
             stopper.observe_loss(iteration, loss_value)
             stopper.observe(iteration, out)
             if stopper.snapshot_due:
-                held = average.clone()
+                held = _keep(held, average)
 
         now = time.perf_counter()
         step_times.append(now - step_start)
@@ -331,6 +331,11 @@ def _eta(done: int, settings: Settings, stopper: WindowedVarianceStopper | None,
             by_patience = max(by_patience, stopper.expected_stop() - done)
         remaining = min(remaining, max(by_patience, settings.min_iterations - done, 0))
     return remaining * per_step
+
+
+def _keep(held: torch.Tensor | None, average: torch.Tensor) -> torch.Tensor:
+    """A copy of ``average`` in ``held``'s memory (no new tensor at every new best)."""
+    return average.clone() if held is None else held.copy_(average)
 
 
 def _best(stopper) -> int | None:
