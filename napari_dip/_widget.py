@@ -152,16 +152,42 @@ def _shows(box: QSpinBox | QDoubleSpinBox, value: float) -> bool:
     return box.textFromValue(box.value()) == box.textFromValue(value)
 
 
-def _add_row(form: QFormLayout, label: str, field: QWidget) -> tuple[QLabel, QWidget]:
-    """A form row that can be hidden (QFormLayout.setRowVisible needs Qt 6.4)."""
-    label_widget = QLabel(label)
-    form.addRow(label_widget, field)
-    return label_widget, field
+class _HidingFormLayout(QFormLayout):
+    """A form whose rows can be hidden without leaving a gap.
 
+    Qt before 6.4 keeps a hidden row's spacing (its widgets hidden, the row still there), so a
+    task that hides several rows left blank bands in the dock. Qt 6.4's setRowVisible hides the
+    row itself; elsewhere a hidden row is taken out of the form, and put back in its place when
+    shown.
+    """
 
-def _set_row_visible(row: tuple[QLabel, QWidget], visible: bool) -> None:
-    for widget in row:
-        widget.setVisible(visible)
+    def __init__(self):
+        super().__init__()
+        # Every row's (label, field), in the order added; the form holds those not hidden.
+        self._rows: list[tuple[QWidget | None, QWidget]] = []
+        self._hidden: set[int] = set()
+
+    def add_row(self, label: str | None, field: QWidget) -> int:
+        """Add a row (label None: none, the field in the field column); returns its number."""
+        label_widget = None if label is None else QLabel(label)
+        self.addRow(label_widget, field)
+        self._rows.append((label_widget, field))
+        return len(self._rows) - 1
+
+    def set_row_visible(self, row: int, visible: bool) -> None:
+        if (row not in self._hidden) == visible:
+            return
+        label, field = self._rows[row]
+        if hasattr(self, "setRowVisible"):  # Qt ≥ 6.4
+            self.setRowVisible(field, visible)
+        elif visible:
+            self.insertRow(sum(1 for shown in range(row) if shown not in self._hidden), label, field)
+        else:
+            self.takeRow(self.getWidgetPosition(field)[0])
+        for widget in (label, field):
+            if widget is not None:
+                widget.setVisible(visible)
+        (self._hidden.discard if visible else self._hidden.add)(row)
 
 
 def _leading_axes(layer: Image | None) -> int:
@@ -403,32 +429,32 @@ class RestorationWidget(QWidget):
         self.curve = LossCurve(CurveHistory())
 
     def _lay_out(self) -> None:
-        form = QFormLayout()
-        form.addRow("Image", self.image_picker)
-        self._plane_note_row = _add_row(form, "", self.plane_note)
-        self._channel_row = _add_row(form, "Channels", self.channel_picker)
-        self._planes_row = _add_row(form, "Planes", self.planes_picker)
-        self._warm_start_row = _add_row(form, "Warm start", self.warm_start)
-        form.addRow("Task", self.task_picker)
+        form = self._form = _HidingFormLayout()
+        form.add_row("Image", self.image_picker)
+        self._plane_note_row = form.add_row(None, self.plane_note)
+        self._channel_row = form.add_row("Channels", self.channel_picker)
+        self._planes_row = form.add_row("Planes", self.planes_picker)
+        self._warm_start_row = form.add_row("Warm start", self.warm_start)
+        form.add_row("Task", self.task_picker)
         mask_field = QWidget()
         mask_row = QHBoxLayout(mask_field)
         mask_row.setContentsMargins(0, 0, 0, 0)
         mask_row.addWidget(self.mask_picker, 1)
         mask_row.addWidget(self.new_mask_button)
-        self._mask_row = _add_row(form, "Mask", mask_field)
-        self._psf_row = _add_row(form, "PSF", self.psf_picker)
-        form.addRow("Guide", self.guide_picker)
+        self._mask_row = form.add_row("Mask", mask_field)
+        self._psf_row = form.add_row("PSF", self.psf_picker)
+        form.add_row("Guide", self.guide_picker)
         region_field = QWidget()
         region_row = QHBoxLayout(region_field)
         region_row.setContentsMargins(0, 0, 0, 0)
         region_row.addWidget(self.region_picker, 1)
         region_row.addWidget(self.new_region_button)
-        form.addRow("Region", region_field)
-        form.addRow("Preset", self.preset_picker)
-        form.addRow("", self.preset_costs)
-        form.addRow("Iterations", self.iterations)
-        form.addRow("", self.iterations_hint)
-        form.addRow("Runs on", self.device_note)
+        form.add_row("Region", region_field)
+        form.add_row("Preset", self.preset_picker)
+        form.add_row(None, self.preset_costs)
+        form.add_row("Iterations", self.iterations)
+        form.add_row(None, self.iterations_hint)
+        form.add_row("Runs on", self.device_note)
 
         advanced_form = QFormLayout()
         for name, label, *_ in ADVANCED_FIELDS:
@@ -560,7 +586,7 @@ class RestorationWidget(QWidget):
         self.channel_picker.blockSignals(False)
         if previous is not None and previous < self.channel_picker.count() - 1:
             self.channel_picker.setCurrentIndex(previous + 1)
-        _set_row_visible(self._channel_row, self.channel_picker.count() > 1)
+        self._form.set_row_visible(self._channel_row, self.channel_picker.count() > 1)
         self._update_plane_note()
 
     def _update_plane_note(self, *_: Any) -> None:
@@ -568,10 +594,10 @@ class RestorationWidget(QWidget):
         viewer shows, or all of them."""
         layer = self.image_picker.value()
         plane_axes = _plane_axes(layer, self.channel_picker.currentData())
-        _set_row_visible(self._planes_row, bool(plane_axes))
-        _set_row_visible(self._warm_start_row, self._all_planes())
+        self._form.set_row_visible(self._planes_row, bool(plane_axes))
+        self._form.set_row_visible(self._warm_start_row, self._all_planes())
         if not plane_axes:
-            _set_row_visible(self._plane_note_row, False)
+            self._form.set_row_visible(self._plane_note_row, False)
             return
         if self._all_planes():
             count = math.prod(layer.data.shape[axis] for axis in plane_axes)
@@ -590,7 +616,7 @@ class RestorationWidget(QWidget):
             position = ", ".join(f"axis {axis} = {step[axis]}" for axis in plane_axes)
             text = f"{layer.ndim}D image: restores the displayed plane ({position})."
         self.plane_note.setText(text)
-        _set_row_visible(self._plane_note_row, True)
+        self._form.set_row_visible(self._plane_note_row, True)
 
     def _planes_choice(self) -> bool | str:
         """The Planes choice (False: current plane, True: all planes, "volume"), if the image
@@ -634,8 +660,8 @@ class RestorationWidget(QWidget):
     def _on_task_changed(self, index: int = -1) -> None:
         task, _ = self._current_task()
         spec = task_spec(task)
-        _set_row_visible(self._mask_row, spec.needs_mask)
-        _set_row_visible(self._psf_row, spec.needs_psf)
+        self._form.set_row_visible(self._mask_row, spec.needs_mask)
+        self._form.set_row_visible(self._psf_row, spec.needs_psf)
         self._follow_preset()
         if spec.needs_mask:
             self._propose_image_for_inpainting()

@@ -625,6 +625,30 @@ def test_the_dock_can_be_narrow(viewer):
     assert width < 400
 
 
+def test_hidden_rows_leave_no_gap(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((32, 32), dtype=np.uint8), name="small")
+    widget = make_widget(viewer)
+    mask_field = widget.new_mask_button.parentWidget()
+    region_field = widget.new_region_button.parentWidget()
+
+    def gaps(*fields):
+        qtbot.wait(50)  # let the form lay itself out again
+        return [after.geometry().top() - before.geometry().bottom()
+                for before, after in zip(fields[:-1], fields[1:], strict=True)]
+
+    # A 2D image to denoise: the stack rows (between Image and Task) and the Mask and PSF rows
+    # (between Task and Guide) are hidden, and must take no more room than none at all.
+    configure(widget, task="denoise")
+    assert not widget.plane_note.isVisibleTo(widget) and not mask_field.isVisibleTo(widget)
+    spacing = gaps(widget.guide_picker, region_field)[0]
+    assert gaps(widget.image_picker, widget.task_picker, widget.guide_picker) == [spacing, spacing]
+    configure(widget, task="inpaint")
+    assert gaps(widget.task_picker, mask_field, widget.guide_picker) == [spacing, spacing]
+    configure(widget, task="denoise")
+    assert gaps(widget.task_picker, widget.guide_picker) == [spacing]
+
+
 def test_format_seconds():
     assert _format_seconds(4.24) == "4.2 s"
     assert _format_seconds(42.4) == "42 s"
