@@ -342,6 +342,9 @@ class RestorationWidget(QWidget):
         self.new_region_button.clicked.connect(self.new_region)
         self.mask_picker = LayerComboBox(Labels, none_text="(none)")
         self.mask_picker.setToolTip("Labels layer whose painted pixels (label above 0) are filled in")
+        self.mask_picker.currentIndexChanged.connect(self._update_mask_hint)
+        self.mask_hint = QLabel()
+        self.mask_hint.setWordWrap(True)
         self.new_mask_button = QPushButton("New mask")
         self.new_mask_button.setToolTip("Add an empty labels layer over the image and start painting")
         self.new_mask_button.clicked.connect(self.new_mask)
@@ -442,6 +445,7 @@ class RestorationWidget(QWidget):
         mask_row.addWidget(self.mask_picker, 1)
         mask_row.addWidget(self.new_mask_button)
         self._mask_row = form.add_row("Mask", mask_field)
+        self._mask_hint_row = form.add_row(None, self.mask_hint)
         self._psf_row = form.add_row("PSF", self.psf_picker)
         form.add_row("Guide", self.guide_picker)
         region_field = QWidget()
@@ -542,21 +546,18 @@ class RestorationWidget(QWidget):
         # Among equals the newest, at the end of the layer list.
         self.mask_picker.set_value(next((labels for labels, score in reversed(scores) if score == best), None))
 
-    def _propose_image_for_inpainting(self) -> None:
-        """When the image has no mask of its own but another image has one, choose that one: two
-        samples of the same size must not pair one's image with the other's mask."""
+    def _update_mask_hint(self, *_: Any) -> None:
+        """Inpainting an image with no mask chosen: say how to make one (the image stays the
+        user's choice, even where another image has a mask)."""
         image = self.image_picker.value()
-        if self._busy:
-            return
-
-        def has_own_mask(layer: Image) -> bool:
-            return not layer.multiscale and any(score == (True, True) for _, score in self._mask_scores(layer))
-
-        if image is None or has_own_mask(image):
-            return
-        paired = [layer for layer in self.image_picker.layers() if has_own_mask(layer)]
-        if paired:
-            self.image_picker.set_value(paired[-1])
+        needs_mask = task_spec(self._current_task()[0]).needs_mask
+        missing = needs_mask and image is not None and self.mask_picker.value() is None
+        if missing:
+            self.mask_hint.setText(
+                f"{image.name!r} has no mask yet: press New mask and paint the pixels to fill in "
+                "(or choose a labels layer of its size)."
+            )
+        self._form.set_row_visible(self._mask_hint_row, missing)
 
     def _clear_outcome(self) -> None:
         """Forget the last run's message, progress and curve: they were about other choices."""
@@ -573,6 +574,7 @@ class RestorationWidget(QWidget):
 
     def _on_image_changed(self, index: int = -1) -> None:
         self._propose_mask()
+        self._update_mask_hint()
         self._clear_outcome()
         layer = self.image_picker.value()
         previous = self.channel_picker.currentData()
@@ -663,8 +665,7 @@ class RestorationWidget(QWidget):
         self._form.set_row_visible(self._mask_row, spec.needs_mask)
         self._form.set_row_visible(self._psf_row, spec.needs_psf)
         self._follow_preset()
-        if spec.needs_mask:
-            self._propose_image_for_inpainting()
+        self._update_mask_hint()
         self._clear_outcome()
 
     def _on_preset_changed(self, index: int = -1) -> None:

@@ -591,15 +591,16 @@ def test_pickers_follow_the_selection_and_pair_a_mask_with_its_image(viewer):
     viewer.layers.selection.active = viewer.layers["damaged camera"]
     assert widget.mask_picker.currentText() == "damaged camera mask"
 
-    # Opened the other way round, with the astronaut selected last: choosing Inpaint proposes
-    # the image that has a mask.
+    # Opened the other way round, with the astronaut selected last: choosing Inpaint keeps it
+    # (the camera is chosen by selecting it).
     viewer.layers.clear()
     configure(widget, task="denoise")
     viewer.open_sample("napari-dip", "damaged")
     viewer.open_sample("napari-dip", "noisy")
     assert widget.image_picker.currentText() == "noisy astronaut"
     configure(widget, task="inpaint")
-    assert widget.image_picker.currentText() == "damaged camera"
+    assert widget.image_picker.currentText() == "noisy astronaut"
+    viewer.layers.selection.active = viewer.layers["damaged camera"]
     assert widget.mask_picker.currentText() == "damaged camera mask"
 
     # A labels layer selected in the layer list becomes the mask; one of the image's shape is
@@ -612,6 +613,34 @@ def test_pickers_follow_the_selection_and_pair_a_mask_with_its_image(viewer):
     assert widget.mask_picker.currentText() == "small"  # still there, so still chosen
     viewer.layers.remove("small")
     assert widget.mask_picker.currentText() == "holes"
+
+
+def test_inpaint_keeps_the_chosen_image_and_says_how_to_make_its_mask(viewer):
+    widget = make_widget(viewer)
+    viewer.open_sample("napari-dip", "damaged")
+    viewer.open_sample("napari-dip", "noisy")
+    assert widget.image_picker.currentText() == "noisy astronaut"
+    assert not widget.mask_hint.isVisibleTo(widget)  # denoising needs no mask
+
+    # The camera has a mask, the astronaut none: Inpaint still restores the image the user chose,
+    # and the dock says how to make its mask.
+    configure(widget, task="inpaint")
+    assert widget.image_picker.currentText() == "noisy astronaut"
+    assert widget.mask_picker.currentText() == "(none)"
+    assert widget.mask_hint.isVisibleTo(widget)
+    assert "'noisy astronaut'" in widget.mask_hint.text() and "New mask" in widget.mask_hint.text()
+
+    widget.new_mask()
+    assert widget.mask_picker.currentText() == "noisy astronaut mask"
+    assert widget.image_picker.currentText() == "noisy astronaut"
+    assert not widget.mask_hint.isVisibleTo(widget)
+    # A mask picked by hand counts too: (none) brings the hint back, the camera's mask with its
+    # image hides it.
+    widget.mask_picker.set_value(None)
+    assert widget.mask_hint.isVisibleTo(widget)
+    viewer.layers.selection.active = viewer.layers["damaged camera"]
+    assert widget.mask_picker.currentText() == "damaged camera mask"
+    assert not widget.mask_hint.isVisibleTo(widget)
 
 
 def test_the_dock_can_be_narrow(viewer):
@@ -643,8 +672,8 @@ def test_hidden_rows_leave_no_gap(make_napari_viewer, qtbot):
     assert not widget.plane_note.isVisibleTo(widget) and not mask_field.isVisibleTo(widget)
     spacing = gaps(widget.guide_picker, region_field)[0]
     assert gaps(widget.image_picker, widget.task_picker, widget.guide_picker) == [spacing, spacing]
-    configure(widget, task="inpaint")
-    assert gaps(widget.task_picker, mask_field, widget.guide_picker) == [spacing, spacing]
+    configure(widget, task="inpaint")  # with the hint that "small" has no mask yet
+    assert gaps(widget.task_picker, mask_field, widget.mask_hint, widget.guide_picker) == [spacing] * 3
     configure(widget, task="denoise")
     assert gaps(widget.task_picker, widget.guide_picker) == [spacing]
 
