@@ -282,6 +282,8 @@ class RestorationWidget(QWidget):
         # A run must not outlive the widget (closing napari mid-run): the worker checks this flag.
         self.destroyed.connect(self._cancel.set)
         self._refresh_layers()
+        # A dock opened (or reopened) starts at the layer selected in the layer list, not the last.
+        self._follow_selection()
         # The pickers only signal a change of layer; with none at all, the stack rows must hide too.
         self._on_image_changed()
         self._on_device_changed()

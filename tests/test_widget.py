@@ -643,6 +643,26 @@ def test_inpaint_keeps_the_chosen_image_and_says_how_to_make_its_mask(viewer):
     assert not widget.mask_hint.isVisibleTo(widget)
 
 
+def test_a_reopened_dock_starts_at_the_image_selected_in_the_layer_list(viewer):
+    first = viewer.add_image(np.zeros((16, 16), dtype=np.uint8), name="first")
+    viewer.add_image(np.zeros((16, 16), dtype=np.uint8), name="second")
+    viewer.layers.selection.active = first
+    widget = make_widget(viewer)
+    assert widget.image_picker.currentText() == "first"
+
+    widget.image_picker.set_value(viewer.layers["second"])  # chosen in the dock, not in the list
+    viewer.window.remove_dock_widget(widget)
+    viewer.layers.selection.active = first
+    widget = make_widget(viewer)
+    assert widget.image_picker.currentText() == "first"
+
+    # A selected labels layer opens as the mask, next to the last image.
+    labels = viewer.add_labels(np.zeros((16, 16), dtype=np.uint8), name="holes")
+    widget = reopen(viewer, widget)
+    assert viewer.layers.selection.active is labels
+    assert widget.mask_picker.currentText() == "holes" and widget.image_picker.currentText() == "second"
+
+
 def test_the_dock_can_be_narrow(viewer):
     data, meta, _ = noisy_sample(size=32)[0]
     viewer.add_image(data, name="a rather long layer name for a noisy astronaut image", rgb=True)
