@@ -21,7 +21,8 @@ def summary(name):
     best = max(rows, key=lambda r: float(r["psnr_avg"]))
     last = rows[-1]
     auto = auto_of.get(name, {})
-    return (f"{float(best['psnr_avg']):.2f} @{best['iteration']}", f"{float(last['psnr_avg']):.2f} @{last['iteration']}",
+    return (f"{float(best['psnr_avg']):.2f} @{best['iteration']}",
+            f"{float(last['psnr_avg']):.2f} @{last['iteration']}",
             f"{auto['auto_psnr']:.2f} @{auto['auto_stop_iteration']}" if "auto_psnr" in auto else "did not fire")
 
 
