@@ -147,6 +147,27 @@ def test_bad_tiling_input_names_the_problem(camera48, kwargs, message):
         consume(restore_tiled_iter(camera48, iterations=2, **FAST, **kwargs))
 
 
+def test_planned_tiles_are_no_larger_than_the_count_of_tiles_needs():
+    """The largest tile the budget allows would overlap far more than needed on an image just
+    above it: 1024² in 4 tiles of 768² fitted 2.25 times its pixels (126 s against 54 s for 20
+    iterations, benchmarks/results/growth/)."""
+    from napari_dip.core.api import plan_run
+    from napari_dip.core.options import RestoreOptions
+
+    settings = resolve_settings("denoise")
+    limit = fit_bytes_per_pixel(settings, 1) * 768 * 768
+    image = np.zeros((1024, 1024), np.uint16)
+    kind, _, tile = plan_run(image, RestoreOptions.from_kwargs("denoise", memory_limit=limit))
+    assert (kind, tile) == ("tiles", 544)
+    assert tiling.tile_starts(1024, tile, 64) == [0, 480]  # two a side, as with 768², overlapping by 64
+    options = RestoreOptions.from_kwargs("denoise", memory_limit=limit)
+    kind, _, tile = plan_run(np.zeros((2048, 300), np.uint16), options)
+    assert tile == 736 and len(tiling.tile_starts(2048, tile, 64)) == 3
+    # An explicit tile size is the user's: kept as given.
+    _, _, tile = plan_run(image, RestoreOptions.from_kwargs("denoise", tile_size=768))
+    assert tile == 768
+
+
 def test_automatic_tile_size_follows_the_memory_budget():
     settings = resolve_settings("denoise", channels=128)
     per_pixel = fit_bytes_per_pixel(settings, 1)

@@ -40,6 +40,7 @@ __all__ = [
     "TiledRestoration",
     "restore_tiled_iter",
     "auto_tile_size",
+    "balanced_tile",
     "tile_starts",
     "blend_weights",
     "DEFAULT_OVERLAP",
@@ -234,8 +235,34 @@ def plan_tile_size(layout: Layout, options: RestoreOptions) -> int | None:
         if options.tile_size >= max(layout.spatial):
             return None
         return options.tile_size
-    return auto_tile_size(layout.spatial, options.settings, layout.channels, options.factor,
+    side = auto_tile_size(layout.spatial, options.settings, layout.channels, options.factor,
                           select_device(options.device), options.memory_limit)
+    if side is None:
+        return None
+    overlap = DEFAULT_OVERLAP if options.overlap is None else options.overlap
+    multiple = max(1, 2**options.settings.scales // options.factor)
+    return balanced_tile(layout.spatial, side, min(overlap, side // 4), multiple)
+
+
+def balanced_tile(spatial: tuple[int, int], side: int, overlap: int, multiple: int) -> int:
+    """The smallest tile (a multiple of ``multiple``, at most ``side``) that covers ``spatial``
+    with as few tiles as tiles of ``side`` would: the largest tile that fits in memory can
+    overlap its neighbours far more than needed (a 1024² image in 4 tiles of 768² fits 2.25 times
+    its pixels; in 4 of 544², 1.13 times).
+
+    Examples
+    --------
+    >>> balanced_tile((1024, 1024), 768, 64, 32), balanced_tile((2048, 2048), 768, 64, 32)
+    (544, 736)
+    """
+    tile = multiple
+    for length in spatial:
+        if length <= side:
+            tile = max(tile, min(length, side))
+            continue
+        count = math.ceil((length - overlap) / (side - overlap))
+        tile = max(tile, -(-(length + (count - 1) * overlap) // count))
+    return min(side, -(-tile // multiple) * multiple)
 
 
 def restore_tiled_iter(
