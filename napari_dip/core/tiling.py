@@ -241,6 +241,7 @@ def plan_tile_size(layout: Layout, options: RestoreOptions) -> int | None:
         return None
     overlap = DEFAULT_OVERLAP if options.overlap is None else options.overlap
     multiple = max(1, 2**options.settings.scales // options.factor)
+    # At most a quarter of the tile, as restore_tiled_iter's default (and so never the whole tile).
     return balanced_tile(layout.spatial, side, min(overlap, side // 4), multiple)
 
 
@@ -258,7 +259,7 @@ def balanced_tile(spatial: tuple[int, int], side: int, overlap: int, multiple: i
     tile = multiple
     for length in spatial:
         if length <= side:
-            tile = max(tile, min(length, side))
+            tile = max(tile, length)
             continue
         count = math.ceil((length - overlap) / (side - overlap))
         tile = max(tile, -(-(length + (count - 1) * overlap) // count))
