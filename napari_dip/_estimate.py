@@ -136,6 +136,7 @@ class Estimate:
     auto: bool
     compile_seconds: float = 0.0
     calibrated: bool = False
+    windows: int = 0  # inpainting fits this many windows around the painted pixels (0: the plane)
 
     @property
     def long(self) -> bool:
@@ -150,6 +151,9 @@ class Estimate:
     def text(self) -> str:
         """One or two sentences for the widget, before Run."""
         each = f"{self.iterations} iterations" + (f" for each of {self.fits} planes" if self.fits > 1 else "")
+        if self.windows:
+            each += (f" in each of {self.windows} windows" if self.windows > 1 else " in one window") + \
+                " around the painted pixels"
         if self.seconds is None:
             return f"Time: no measured figures for this device; {each} at most, time left shown once it runs."
         notes = ", ".join(
@@ -177,14 +181,17 @@ def network_pixels(spatial: tuple[int, int], settings: Settings, factor: int = 1
 
 def estimate_run(preset: str, settings: Settings, spatial: tuple[int, int], *, factor: int = 1, fits: int = 1,
                  device: str = "cpu", threads: int | None = None, compile: str = "off",
-                 calibration: Calibration | None = None) -> Estimate:
+                 calibration: Calibration | None = None, windows: list[tuple[int, int]] | None = None) -> Estimate:
     """The cost of ``fits`` fits of a ``spatial`` plane with ``settings``; ``threads`` None is the
     core's choice for small images (one), which larger ones may better; ``compile`` is the
-    compile setting ("auto" compiles where the core's policy would)."""
+    compile setting ("auto" compiles where the core's policy would). ``windows``: the sizes of
+    the windows inpainting fits instead of the plane (``tiling.region_windows``)."""
     from .core.device import resolve_compile, select_device
 
-    pixels = network_pixels(spatial, settings, factor)
-    compile = resolve_compile(compile, select_device(device), pixels, 2, settings.iterations)
+    sizes = windows or [spatial]
+    pixels = sum(network_pixels(size, settings, factor) for size in sizes)
+    largest = max(network_pixels(size, settings, factor) for size in sizes)
+    compile = resolve_compile(compile, select_device(device), largest, 2, settings.iterations)
     step = table_step = step_seconds(preset, settings, pixels, device=device, threads=threads or 1, compiled=compile)
     factor_seen = calibration.factor(device) if calibration is not None else None
     if step is not None and factor_seen is not None:
@@ -194,7 +201,7 @@ def estimate_run(preset: str, settings: Settings, spatial: tuple[int, int], *, f
     if seconds is not None:
         seconds += compile_seconds
     return Estimate(seconds, step, table_step, settings.iterations, fits, settings.auto_stop, compile_seconds,
-                    factor_seen is not None)
+                    factor_seen is not None, len(windows or []))
 
 
 def _cpu_name() -> str:

@@ -255,6 +255,7 @@ class RestorationWidget(QWidget):
         self._run_auto = False
         # The Shapes layer chosen as the Region, whose rectangles the estimate follows.
         self._watched_shapes: Shapes | None = None
+        self._watched_mask: Labels | None = None
         self.preview_seconds = PREVIEW_SECONDS
         self._estimate_timer = QTimer(self)
         self._estimate_timer.setSingleShot(True)
@@ -345,6 +346,7 @@ class RestorationWidget(QWidget):
         self.mask_picker = LayerComboBox(Labels, none_text="(none)")
         self.mask_picker.setToolTip("Labels layer whose painted pixels (label above 0) are filled in")
         self.mask_picker.currentIndexChanged.connect(self._update_mask_hint)
+        self.mask_picker.currentIndexChanged.connect(self._on_mask_changed)
         self.mask_hint = QLabel()
         self.mask_hint.setWordWrap(True)
         self.new_mask_button = QPushButton("New mask")
@@ -687,6 +689,20 @@ class RestorationWidget(QWidget):
                 emitter.connect(self._schedule_estimate)
         self._clear_outcome()
 
+    def _on_mask_changed(self, index: int = -1) -> None:
+        """Follow painting on the chosen mask in the estimate: inpainting fits only windows
+        around the painted pixels, so what is painted sets the time."""
+        watched = self._watched_mask
+        if watched is not None:
+            for emitter in (watched.events.paint, watched.events.data):
+                emitter.disconnect(self._schedule_estimate)
+        mask = self.mask_picker.value()
+        self._watched_mask = mask if isinstance(mask, Labels) else None
+        if self._watched_mask is not None:
+            for emitter in (mask.events.paint, mask.events.data):
+                emitter.connect(self._schedule_estimate)
+        self._schedule_estimate()
+
     def _view_moved(self, event: Any = None) -> None:
         if self.region_picker.value() == CURRENT_VIEW:
             self._schedule_estimate()
@@ -727,7 +743,21 @@ class RestorationWidget(QWidget):
             fits = math.prod(layer.data.shape[axis] for axis in axes)
         return estimate_run(preset, settings, spatial, factor=factor, fits=fits, device=self.device.currentText(),
                             threads=self.threads.value() or None, compile=self.compile.currentText(),
-                            calibration=_CALIBRATION)
+                            calibration=_CALIBRATION, windows=self._fill_windows(task, settings, region))
+
+    def _fill_windows(self, task: str, settings: Any, region: Any) -> list[tuple[int, int]] | None:
+        """The sizes of the windows inpainting will fit around the painted pixels of a 2D mask
+        (the core's own rule, ``tiling.region_windows``), or None: the whole plane is fitted."""
+        labels = self.mask_picker.value()
+        if not task_spec(task).needs_mask or labels is None or labels.ndim != 2 or self._all_planes():
+            return None
+        data = np.asarray(labels.data)
+        if region is not None and data.shape == spatial_shape(self.image_picker.value()):
+            data = region.crop(data)
+        from .core.tiling import region_windows
+
+        windows = region_windows(data > 0, settings)
+        return None if windows is None else [(rows.stop - rows.start, cols.stop - cols.start) for rows, cols in windows]
 
     def _update_estimate(self) -> None:
         """The time before Run, and what each preset would cost, for the current choices."""

@@ -1155,3 +1155,30 @@ def test_a_guide_layer_replaces_the_random_code_and_bad_guides_are_one_sentence(
         errors = new_errors(before)
         assert len(errors) == 1 and expected in errors[0], errors
         assert len(viewer.layers) == count
+
+
+def test_painting_a_scratch_on_a_big_image_estimates_and_fits_only_its_window(viewer, qtbot):
+    rng = np.random.default_rng(5)
+    image = (rng.random((1500, 1500)) * 255).astype(np.uint8)
+    viewer.add_image(image, name="big photo")
+    widget = make_widget(viewer)
+    configure(widget, task="inpaint", iterations=3)
+    labels = widget.new_mask()
+    # Nothing painted yet: the estimate is the whole image's.
+    qtbot.waitUntil(lambda: widget.estimate.text().startswith("Time: about"), timeout=2000)
+    assert "window" not in widget.estimate.text()
+    labels.brush_size = 5
+    for x in range(600, 640, 2):
+        labels.paint((700, x), 1)
+    qtbot.waitUntil(lambda: "in one window around the painted pixels" in widget.estimate.text(), timeout=3000)
+    statuses = []
+    shown = widget._on_progress
+    widget._on_progress = lambda event: (shown(event), statuses.append(widget.status.text()))
+    run_to_end(qtbot, widget)
+    result = viewer.layers["big photo (DIP inpaint)"]
+    assert result.metadata["plan"].startswith("1 window around the painted pixels")
+    assert statuses[0].startswith("Inpainting only around the painted pixels: 1 window (")
+    painted = np.asarray(labels.data) > 0
+    assert painted.sum() > 100
+    np.testing.assert_array_equal(result.data[~painted], image[~painted])
+    assert not np.array_equal(result.data[painted], image[painted])

@@ -26,7 +26,7 @@ from .options import RestoreOptions
 from .presets import TASKS, resolve_settings
 from .stacks import PlaneProgress, StackRestoration, restore_stack_iter
 from .tasks import TASKS as TASK_SPECS
-from .tiling import TiledRestoration, TileProgress, plan_tile_size, restore_tiled_iter
+from .tiling import TiledRestoration, TileProgress, plan_regions, plan_tile_size, restore_tiled_iter
 
 __all__ = [
     "restore", "restore_iter", "consume", "plan_run", "plan_compiles", "Restoration", "resolve_settings", "TASKS",
@@ -45,7 +45,8 @@ def _options(task: str, options: RestoreOptions | None, kwargs: dict) -> Restore
 
 
 def plan_run(image: Any, options: RestoreOptions) -> tuple[str, Layout, int | None]:
-    """How ``image`` will be restored: ``("fit" | "tiles" | "planes" | "volume", layout, tile side)``.
+    """How ``image`` will be restored: ``("fit" | "tiles" | "regions" | "planes" | "volume", layout,
+    tile side)``; "regions": inpainting fits windows around the painted pixels only.
 
     Checks the image and its layout first, so a bad one is refused before any work.
     """
@@ -62,6 +63,8 @@ def plan_run(image: Any, options: RestoreOptions) -> tuple[str, Layout, int | No
         return "volume", layout, None
     if layout.plane_axes:
         return "planes", layout, None
+    if plan_regions(layout, options):
+        return "regions", layout, None
     tile = plan_tile_size(layout, options)
     return ("fit" if tile is None else "tiles"), layout, tile
 
@@ -77,6 +80,10 @@ def plan_compiles(image: Any, options: RestoreOptions) -> bool:
         layout = layout.plane()
         tile = plan_tile_size(layout, options)
     spatial = layout.spatial if tile is None else tuple(min(tile, n) for n in layout.spatial)
+    if kind == "regions":
+        # The largest window: its fit is the one whose compile pays soonest.
+        spatial = max(((rows.stop - rows.start, cols.stop - cols.start)
+                       for rows, cols in plan_regions(layout, options)), key=math.prod)
     settings = options.settings
     pixels = math.prod(network_shape(spatial, options))
     return resolve_compile(settings.compile, _device(options), pixels, len(spatial), settings.iterations)
@@ -107,6 +114,10 @@ def restore_iter(
     if not hasattr(image, "shape") or not hasattr(image, "dtype"):
         image = np.asarray(image)
     kind, layout, tile = plan_run(image, options)
+    if kind == "regions" and (initial_state is not None or keep_state):
+        # Weights handed on or in are those of one fit of the whole plane.
+        tile = plan_tile_size(layout, options)
+        kind = "fit" if tile is None else "tiles"
     if initial_state is not None and kind not in ("fit", "volume"):
         what = f"is cut into tiles of {tile}²" if kind == "tiles" else f"has {layout.planes} planes"
         raise ValueError(
@@ -117,6 +128,10 @@ def restore_iter(
         return (yield from fit_array(np.asarray(image), options, layout,
                                      initial_state=initial_state, keep_state=keep_state, preview_now=preview_now))
     start = time.perf_counter()
+    if kind == "regions":
+        run = restore_tiled_iter(image, options=options, preview_now=preview_now)
+        result = yield from relay(run, _from_tile)
+        return _tiled_restoration(result, options)
     if kind == "tiles":
         budget = default_budget(_device(options), options.memory_limit)
         why = "as asked" if options.tile_size else f"to stay within {_size_text(budget)}"
@@ -150,8 +165,9 @@ def _from_tile(event: TileProgress) -> Progress:
     if event.step is None:
         return Progress(0, 0, math.nan, event.elapsed, None, message=event.message, fraction=event.fraction)
     step = event.step
+    part = f"{event.kind} {event.tile + 1}/{event.tiles}"
     return replace(step, elapsed=event.elapsed, eta=event.eta, fraction=event.fraction,
-                   part=f"tile {event.tile + 1}/{event.tiles}", preview=event.preview, output=None)
+                   part=part, preview=event.preview, output=None)
 
 
 def _from_plane(event: PlaneProgress) -> Progress:
@@ -181,8 +197,7 @@ def _reasons(run: dict) -> list[str]:
 
 
 def _tiled_restoration(result: TiledRestoration, options: RestoreOptions) -> Restoration:
-    plan = f"{len(result.windows)} tiles of {result.tile_size}² (overlap {result.overlap})"
-    return _summary(result.runs, options, result.image, result.elapsed, plan)
+    return _summary(result.runs, options, result.image, result.elapsed, result.plan)
 
 
 def _stack_restoration(result: StackRestoration, options: RestoreOptions) -> Restoration:

@@ -126,12 +126,16 @@ class Layout:
         """One plane (or volume) as (C, *spatial)."""
         return to_channels_first(np.asarray(array), self.channel_axis, len(self.spatial_axes))
 
-    def read(self, image: Any, window: tuple[slice, ...]) -> np.ndarray:
-        """A spatial window of a plane as (C, h, w), reading only that window (dask, zarr)."""
+    def window_index(self, window: tuple[slice, ...]) -> tuple:
+        """The index of a spatial window of a plane, all channels, in the plane's own layout."""
         index: list[Any] = [slice(None)] * len(self.shape)
         for axis, part in zip(self.spatial_axes, window, strict=True):
             index[axis] = part
-        return self.to_channels_first(np.asarray(image[tuple(index)]))
+        return tuple(index)
+
+    def read(self, image: Any, window: tuple[slice, ...]) -> np.ndarray:
+        """A spatial window of a plane as (C, h, w), reading only that window (dask, zarr)."""
+        return self.to_channels_first(np.asarray(image[self.window_index(window)]))
 
     def mask_for(self, mask: Any, position: tuple[int, ...]) -> np.ndarray | None:
         """One plane's mask from a mask shared by all planes or one per plane."""

@@ -8,6 +8,11 @@ image size; a CUDA out-of-memory error retries with tiles half as large. An imag
 one tile is restored by a single :func:`~napari_dip.core.api.restore_iter` call, exactly as
 without tiling.
 
+Inpainting that keeps the known pixels (the default) changes nothing outside the painted
+pixels, so it fits only a window around each painted region (:func:`fill_windows`): the
+region and ``REGION_MARGIN`` pixels of its surroundings on every side. A scratch on a 2048²
+image then costs what its window costs, not what the image does.
+
 The input is read one tile at a time (``image[window]``), so a dask or zarr array is never
 loaded whole; the blended result (float32, one value per output pixel and channel) is.
 """
@@ -18,7 +23,7 @@ import math
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
-from itertools import product
+from itertools import combinations, product
 from typing import Any
 
 import numpy as np
@@ -44,9 +49,19 @@ __all__ = [
     "tile_starts",
     "blend_weights",
     "DEFAULT_OVERLAP",
+    "REGION_MARGIN",
+    "fill_windows",
+    "plan_regions",
+    "region_windows",
 ]
 
 DEFAULT_OVERLAP = 64
+# Inpainting fits a window around each painted region: this many known pixels on every side
+# (benchmarks/inpaint_regions.py measures the margin against fitting the whole image), and
+# only while the windows cover at most REGION_SHARE of the image; above that, the whole image
+# (or its tiles) is fitted as before.
+REGION_MARGIN = 64
+REGION_SHARE = 0.5
 
 
 @dataclass
@@ -62,6 +77,7 @@ class TileProgress:
     step: Progress | None = None
     message: str | None = None
     preview: np.ndarray | None = None  # the whole image, on the tile's preview steps
+    kind: str = "tile"  # or "region": a window around a painted region (inpainting)
 
 
 @dataclass
@@ -75,21 +91,30 @@ class TiledRestoration:
     runs: list[dict[str, Any]]
     elapsed: float
     states: list[dict | None] = field(default_factory=list, repr=False)
+    regions: bool = False  # the windows are around painted regions, not a tile grid
 
     @property
     def iterations(self) -> int:
         return sum(run["iterations"] for run in self.runs)
+
+    @property
+    def plan(self) -> str:
+        """How the image was cut, in words."""
+        if self.regions:
+            sizes = ", ".join(f"{w.stop - w.start}×{h.stop - h.start}" for h, w in self.windows)
+            return f"{_windows_text(len(self.windows))} around the painted pixels ({sizes})"
+        return f"{len(self.windows)} tiles of {self.tile_size}² (overlap {self.overlap})"
 
     def metadata(self) -> dict[str, Any]:
         """Plain values describing the run; with one tile, exactly that fit's metadata."""
         if len(self.runs) == 1:
             return dict(self.runs[0])
         first = self.runs[0]
+        parts = {"windows": [[w.start, w.stop, c.start, c.stop] for w, c in self.windows]} if self.regions else {
+            "tile_size": self.tile_size, "overlap": self.overlap, "tiles": len(self.runs)}
         return {
             "task": first["task"],
-            "tile_size": self.tile_size,
-            "overlap": self.overlap,
-            "tiles": len(self.runs),
+            **parts,
             "iterations": self.iterations,
             "stop_reasons": sorted({run["stop_reason"] for run in self.runs}),
             "elapsed_seconds": round(self.elapsed, 3),
@@ -266,6 +291,81 @@ def balanced_tile(spatial: tuple[int, int], side: int, overlap: int, multiple: i
     return min(side, -(-tile // multiple) * multiple)
 
 
+def fill_windows(
+    mask: np.ndarray, margin: int = REGION_MARGIN, multiple: int = 32, minimum: int = 64
+) -> list[tuple[slice, slice]]:
+    """Windows that hold every painted pixel of ``mask`` with ``margin`` pixels around it.
+
+    Each connected region of the mask, grown by ``margin`` on every side, gets the bounding box
+    of what it grew into, enlarged (within the image) to a multiple of ``multiple`` of at least
+    ``minimum`` pixels, so the network needs no padding; windows that overlap are merged.
+
+    Examples
+    --------
+    >>> mask = np.zeros((1000, 1000), dtype=bool)
+    >>> mask[100:110, 100:300] = True  # a scratch
+    >>> mask[800, 900] = True          # a speck
+    >>> fill_windows(mask, margin=64)
+    [(slice(25, 185, None), slice(24, 376, None)), (slice(721, 881, None), slice(821, 981, None))]
+    """
+    from scipy import ndimage
+
+    fill = np.asarray(mask) != 0
+    if not fill.any():
+        return []
+    grown = ndimage.maximum_filter1d(fill.astype(np.uint8), 2 * margin + 1, axis=0)
+    grown = ndimage.maximum_filter1d(grown, 2 * margin + 1, axis=1)
+    labels, _ = ndimage.label(grown)
+    boxes = [_rounded_box(box, fill.shape, multiple, minimum) for box in ndimage.find_objects(labels)]
+    merged = True
+    while merged:
+        merged = False
+        for i, j in combinations(range(len(boxes)), 2):
+            if all(a.start < b.stop and b.start < a.stop for a, b in zip(boxes[i], boxes[j], strict=True)):
+                union = tuple(slice(min(a.start, b.start), max(a.stop, b.stop))
+                              for a, b in zip(boxes[i], boxes[j], strict=True))
+                boxes[i] = _rounded_box(union, fill.shape, multiple, minimum)
+                del boxes[j]
+                merged = True
+                break
+    return sorted(boxes, key=lambda box: (box[0].start, box[1].start))
+
+
+def _rounded_box(box: tuple[slice, ...], shape: tuple[int, ...], multiple: int, minimum: int) -> tuple[slice, ...]:
+    """``box`` grown about its centre to a multiple of ``multiple`` (at least ``minimum``) per
+    axis, shifted to lie inside ``shape``; the whole axis where the image is smaller."""
+    rounded = []
+    for part, length in zip(box, shape, strict=True):
+        size = max(part.stop - part.start, minimum)
+        size = min(-(-size // multiple) * multiple, length)
+        start = part.start - (size - (part.stop - part.start)) // 2
+        start = min(max(start, 0), length - size)
+        rounded.append(slice(start, start + size))
+    return tuple(rounded)
+
+
+def plan_regions(layout: Layout, options: RestoreOptions) -> list[tuple[slice, slice]] | None:
+    """The windows inpainting fits instead of the whole plane (:func:`region_windows`), or
+    ``None`` where the whole plane is fitted: another task, known pixels not kept (the network's
+    output everywhere), or a mask that is not one plane's."""
+    if not (options.spec.needs_mask and options.keeps_known) or options.mask is None or layout.plane_axes:
+        return None
+    if tuple(np.shape(options.mask)) != layout.spatial:
+        return None
+    return region_windows(np.asarray(options.mask), options.settings)
+
+
+def region_windows(mask: np.ndarray, settings: Settings) -> list[tuple[slice, slice]] | None:
+    """The windows around the painted pixels of a plane's ``mask`` that a fit with ``settings``
+    uses, or ``None`` when there are none or they would cover more than ``REGION_SHARE`` of it."""
+    multiple = 2**settings.scales
+    windows = fill_windows(mask, max(REGION_MARGIN, settings.stop_band), multiple, 2 * multiple)
+    covered = sum((rows.stop - rows.start) * (cols.stop - cols.start) for rows, cols in windows)
+    if not windows or covered > REGION_SHARE * math.prod(mask.shape):
+        return None
+    return windows
+
+
 def restore_tiled_iter(
     image: Any,
     task: str = "denoise",
@@ -336,6 +436,18 @@ def restore_tiled_iter(
             f"mask shape {np.shape(options.mask)} does not match the image's spatial shape {layout.spatial}"
         )
     check_guide(options.guide, layout, options.factor)
+    # Warm starts hand on weights per tile of a fixed grid; windows follow each plane's mask.
+    windows = None if initial_states is not None or keep_state else plan_regions(layout, options)
+    if windows:
+        return (yield from _restore_regions(image, layout, options, windows, start, preview_now))
+    return (yield from _restore_plane(image, layout, options, initial_states, keep_state, start, preview_now))
+
+
+def _restore_plane(
+    image: Any, layout: Layout, options: RestoreOptions, initial_states: list | None, keep_state: bool, start: float,
+    preview_now: Callable[[], bool] | None,
+) -> Generator[TileProgress, None, TiledRestoration]:
+    """A whole plane, in one fit or in tiles."""
     tile_size = plan_tile_size(layout, options)
     options = with_threads(options, layout.spatial if tile_size is None else (tile_size, tile_size))
     overlap = options.overlap
@@ -454,6 +566,62 @@ def _restore_tiles(
         image=restored, tile_size=tile_size, overlap=overlap, windows=windows, runs=runs,
         elapsed=time.perf_counter() - start, states=states,
     )
+
+
+def _restore_regions(
+    image: Any, layout: Layout, options: RestoreOptions, windows: list[tuple[slice, slice]], start: float,
+    preview_now: Callable[[], bool] | None,
+) -> Generator[TileProgress, None, TiledRestoration]:
+    """Inpaint each window around painted pixels on its own (tiled if it is too big for one
+    fit) and put its fill into a copy of the image; every other pixel stays the input's."""
+    restored = np.array(image, copy=True)
+    area = sum((rows.stop - rows.start) * (cols.stop - cols.start) for rows, cols in windows)
+    sizes = ", ".join(f"{cols.stop - cols.start}×{rows.stop - rows.start}" for rows, cols in windows)
+    yield TileProgress(0, len(windows), windows[0], 0.0, time.perf_counter() - start, None, kind="region",
+                       message=f"inpainting only around the painted pixels: {_windows_text(len(windows))} ({sizes}), "
+                               f"{area / math.prod(layout.spatial):.0%} of the image")
+    runs, finished = [], []
+    options = with_threads(options, max(((w.stop - w.start, c.stop - c.start) for w, c in windows),
+                                        key=math.prod))
+    for index, window in enumerate(windows):
+        part = np.asarray(image[layout.window_index(window)])
+        part_layout = Layout.of(part.shape, options.channel_axis, axes=options.axes)
+        part_options = replace(options, mask=np.asarray(options.mask[window]),
+                               guide=cut_guide(options.guide, window, options.factor))
+        part_start = time.perf_counter()
+        run = _restore_plane(part, part_layout, part_options, None, False, part_start, preview_now)
+        result = yield from relay(run, _as_region_event(index, len(windows), window, finished, start, restored,
+                                                        layout))
+        finished.append(time.perf_counter() - part_start)
+        restored[layout.window_index(window)] = result.image
+        runs.extend(result.runs)
+    return TiledRestoration(image=restored, tile_size=None, overlap=0, windows=windows, runs=runs,
+                            elapsed=time.perf_counter() - start, regions=True)
+
+
+def _windows_text(count: int) -> str:
+    return f"{count} window" + ("s" if count != 1 else "")
+
+
+def _as_region_event(index: int, count: int, window: tuple[slice, slice], finished: list[float], start: float,
+                     restored: np.ndarray, layout: Layout) -> Callable[[TileProgress], TileProgress]:
+    """Relabel a window's own events (whose previews are of the window) as the image's."""
+
+    def event(inner: TileProgress) -> TileProgress:
+        if inner.step is None:
+            return replace(inner, tile=index, tiles=count, window=window, kind="region",
+                           elapsed=time.perf_counter() - start, preview=None)
+        fraction, eta = overall_progress(index, count, finished, inner.step.elapsed, inner.eta)
+        # A window fitted whole previews in its steps; one cut into tiles in its own events.
+        part = inner.preview if inner.preview is not None else inner.step.preview if inner.tiles == 1 else None
+        preview = None
+        if part is not None:
+            preview = restored.copy()
+            preview[layout.window_index(window)] = part
+        return TileProgress(index, count, window, fraction, time.perf_counter() - start, eta, step=inner.step,
+                            preview=preview, kind="region")
+
+    return event
 
 
 def _keep_known(restored: np.ndarray, image: Any, mask: np.ndarray, layout: Layout) -> np.ndarray:
