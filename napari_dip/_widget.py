@@ -256,6 +256,8 @@ class RestorationWidget(QWidget):
         # The Shapes layer chosen as the Region, whose rectangles the estimate follows.
         self._watched_shapes: Shapes | None = None
         self._watched_mask: Labels | None = None
+        self._mask_version = 0
+        self._windows_cache: tuple[Any, Any] = (None, None)
         self.preview_seconds = PREVIEW_SECONDS
         self._estimate_timer = QTimer(self)
         self._estimate_timer.setSingleShot(True)
@@ -695,13 +697,13 @@ class RestorationWidget(QWidget):
         watched = self._watched_mask
         if watched is not None:
             for emitter in (watched.events.paint, watched.events.data):
-                emitter.disconnect(self._schedule_estimate)
+                emitter.disconnect(self._mask_painted)
         mask = self.mask_picker.value()
         self._watched_mask = mask if isinstance(mask, Labels) else None
         if self._watched_mask is not None:
             for emitter in (mask.events.paint, mask.events.data):
-                emitter.connect(self._schedule_estimate)
-        self._schedule_estimate()
+                emitter.connect(self._mask_painted)
+        self._mask_painted()
 
     def _view_moved(self, event: Any = None) -> None:
         if self.region_picker.value() == CURRENT_VIEW:
@@ -743,21 +745,33 @@ class RestorationWidget(QWidget):
             fits = math.prod(layer.data.shape[axis] for axis in axes)
         return estimate_run(preset, settings, spatial, factor=factor, fits=fits, device=self.device.currentText(),
                             threads=self.threads.value() or None, compile=self.compile.currentText(),
-                            calibration=_CALIBRATION, windows=self._fill_windows(task, settings, region))
+                            calibration=_CALIBRATION, windows=self._fill_windows(task, preset, settings, region))
 
-    def _fill_windows(self, task: str, settings: Any, region: Any) -> list[tuple[int, int]] | None:
+    def _fill_windows(self, task: str, preset: str, settings: Any, region: Any) -> list[tuple[int, int]] | None:
         """The sizes of the windows inpainting will fit around the painted pixels of a 2D mask
-        (the core's own rule, ``tiling.region_windows``), or None: the whole plane is fitted."""
+        (the core's own rule, ``tiling.region_windows``), or None: the whole plane is fitted
+        (another task, the paper preset, which returns the network's output everywhere, a stack)."""
         labels = self.mask_picker.value()
-        if not task_spec(task).needs_mask or labels is None or labels.ndim != 2 or self._all_planes():
+        if (not task_spec(task).needs_mask or preset == "paper" or labels is None or labels.ndim != 2
+                or self._all_planes()):
             return None
-        data = np.asarray(labels.data)
-        if region is not None and data.shape == spatial_shape(self.image_picker.value()):
-            data = region.crop(data)
-        from .core.tiling import region_windows
+        key = (id(labels), self._mask_version, None if region is None else region.label(), settings.scales,
+               settings.stop_band)
+        if self._windows_cache[0] != key:
+            # Once per change of the mask: the three presets' estimates share it.
+            data = np.asarray(labels.data)
+            if region is not None and data.shape == spatial_shape(self.image_picker.value()):
+                data = region.crop(data)
+            from .core.tiling import region_windows
 
-        windows = region_windows(data > 0, settings)
-        return None if windows is None else [(rows.stop - rows.start, cols.stop - cols.start) for rows, cols in windows]
+            windows = region_windows(data > 0, settings)
+            sizes = None if windows is None else [(w.stop - w.start, c.stop - c.start) for w, c in windows]
+            self._windows_cache = (key, sizes)
+        return self._windows_cache[1]
+
+    def _mask_painted(self, *_: Any) -> None:
+        self._mask_version += 1
+        self._schedule_estimate()
 
     def _update_estimate(self) -> None:
         """The time before Run, and what each preset would cost, for the current choices."""

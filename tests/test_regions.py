@@ -157,3 +157,37 @@ def test_the_estimate_counts_only_the_windows():
     around = estimate_run("default", settings, (2048, 2048), windows=windows)
     assert around.seconds < whole.seconds / 20
     assert "in one window around the painted pixels" in around.text()
+
+
+def test_a_stack_plans_each_plane_from_its_own_mask():
+    """A first plane fitted in windows must not pin the others to one whole-plane fit."""
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 256, (2, 400, 400)).astype(np.uint8)
+    masks = np.zeros((2, 400, 400), np.uint8)
+    masks[0, 10:14, 10:40] = 1   # a small scratch: windows
+    masks[1, ::40, :] = 1        # lines everywhere: the whole plane, in tiles at this budget
+    events = []
+    result = consume(restore_iter(stack, "inpaint", mask=masks, axes="TYX", memory_limit=40e6, iterations=2, **TINY),
+                     events.append)
+    assert "windows" in result.parts[0] and result.parts[1]["tiles"] > 1
+    assert result.image[masks == 0].tobytes() == stack[masks == 0].tobytes()
+    assert any(event.part and ", region 1/" not in event.part and "tile" in event.part for event in events)
+
+
+def test_progress_only_moves_forward_through_windows_cut_into_tiles():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (300, 300)).astype(np.uint8)
+    mask = np.zeros((300, 300), np.uint8)
+    mask[40:60, 40:80] = 1
+    mask[250:255, 250:255] = 1
+    fractions = [event.fraction for event in restore_iter(image, "inpaint", mask=mask, tile_size=64, overlap=16,
+                                                          iterations=3, **TINY) if event.fraction is not None]
+    assert fractions and all(later >= earlier - 1e-9 for earlier, later in zip(fractions, fractions[1:], strict=False))
+
+
+def test_one_window_is_named_in_the_metadata(photo):
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    mask[100:104, 100:120] = 1
+    result = consume(restore_iter(photo, "inpaint", mask=mask, iterations=2, **TINY))
+    assert result.plan.startswith("1 window around the painted pixels")
+    assert len(result.parts) == 1 and result.parts[0]["stop_reason"] == "iterations"

@@ -1171,6 +1171,11 @@ def test_painting_a_scratch_on_a_big_image_estimates_and_fits_only_its_window(vi
     for x in range(600, 640, 2):
         labels.paint((700, x), 1)
     qtbot.waitUntil(lambda: "in one window around the painted pixels" in widget.estimate.text(), timeout=3000)
+    widget.preset_picker.setCurrentIndex(2)  # paper: the network's output everywhere, so the whole image
+    qtbot.waitUntil(lambda: "window" not in widget.estimate.text(), timeout=3000)
+    widget.preset_picker.setCurrentIndex(1)
+    configure(widget, task="inpaint", iterations=3)
+    qtbot.waitUntil(lambda: "in one window around the painted pixels" in widget.estimate.text(), timeout=3000)
     statuses = []
     shown = widget._on_progress
     widget._on_progress = lambda event: (shown(event), statuses.append(widget.status.text()))

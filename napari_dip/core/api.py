@@ -176,7 +176,7 @@ def _from_plane(event: PlaneProgress) -> Progress:
     if step is None:
         return Progress(0, 0, math.nan, event.elapsed, event.eta, message=event.message, fraction=event.fraction,
                         part=part)
-    tiles = f", tile {event.tile.tile + 1}/{event.tile.tiles}" if event.tile.tiles > 1 else ""
+    tiles = f", {event.tile.kind} {event.tile.tile + 1}/{event.tile.tiles}" if event.tile.tiles > 1 else ""
     return replace(step, elapsed=event.elapsed, eta=event.eta, fraction=event.fraction, part=part + tiles,
                    preview=None, output=None)
 

@@ -168,8 +168,10 @@ def restore_stack_iter(
         # Keep the first plane's tile grid: warm-start weights are per tile, and every plane
         # should be cut the same way even if free memory changes meanwhile.
         # (At least 8: a tile side of a whole small plane would be refused.)
-        planes = replace(planes, tile_size=result.tile_size or max(8, *layout.spatial),
-                         overlap=result.overlap if result.tile_size else None)
+        # Windows around painted pixels are no grid: each plane plans its own from its mask.
+        if not result.regions:
+            planes = replace(planes, tile_size=result.tile_size or max(8, *layout.spatial),
+                             overlap=result.overlap if result.tile_size else None)
         if warm_start and warm is None:
             states, span = result.states, _best_span(result)
             if any(run["stop_reason"] == "auto" for run in result.runs):

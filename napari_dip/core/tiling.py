@@ -108,7 +108,8 @@ class TiledRestoration:
     def metadata(self) -> dict[str, Any]:
         """Plain values describing the run; with one tile, exactly that fit's metadata."""
         if len(self.runs) == 1:
-            return dict(self.runs[0])
+            windows = {"windows": [[w.start, w.stop, c.start, c.stop] for w, c in self.windows]} if self.regions else {}
+            return {**self.runs[0], **windows}
         first = self.runs[0]
         parts = {"windows": [[w.start, w.stop, c.start, c.stop] for w, c in self.windows]} if self.regions else {
             "tile_size": self.tile_size, "overlap": self.overlap, "tiles": len(self.runs)}
@@ -590,8 +591,8 @@ def _restore_regions(
                                guide=cut_guide(options.guide, window, options.factor))
         part_start = time.perf_counter()
         run = _restore_plane(part, part_layout, part_options, None, False, part_start, preview_now)
-        result = yield from relay(run, _as_region_event(index, len(windows), window, finished, start, restored,
-                                                        layout))
+        result = yield from relay(run, _as_region_event(index, len(windows), window, finished, start, part_start,
+                                                        restored, layout))
         finished.append(time.perf_counter() - part_start)
         restored[layout.window_index(window)] = result.image
         runs.extend(result.runs)
@@ -604,14 +605,15 @@ def _windows_text(count: int) -> str:
 
 
 def _as_region_event(index: int, count: int, window: tuple[slice, slice], finished: list[float], start: float,
-                     restored: np.ndarray, layout: Layout) -> Callable[[TileProgress], TileProgress]:
+                     part_start: float, restored: np.ndarray, layout: Layout) -> Callable[[TileProgress], TileProgress]:
     """Relabel a window's own events (whose previews are of the window) as the image's."""
 
     def event(inner: TileProgress) -> TileProgress:
         if inner.step is None:
-            return replace(inner, tile=index, tiles=count, window=window, kind="region",
+            return replace(inner, tile=index, tiles=count, window=window, kind="region", fraction=index / count,
                            elapsed=time.perf_counter() - start, preview=None)
-        fraction, eta = overall_progress(index, count, finished, inner.step.elapsed, inner.eta)
+        # The window's own time so far and left (it may be cut into tiles), over all windows.
+        fraction, eta = overall_progress(index, count, finished, time.perf_counter() - part_start, inner.eta)
         # A window fitted whole previews in its steps; one cut into tiles in its own events.
         part = inner.preview if inner.preview is not None else inner.step.preview if inner.tiles == 1 else None
         preview = None
