@@ -1204,7 +1204,8 @@ class RestorationWidget(QWidget):
             )
             show_info(f"napari-dip: stopped at iteration {event.iteration}; {plan.name!r} keeps the result so far")
             return
-        self.progress.setValue(self.progress.maximum() if self._run_auto else result.iterations)
+        # Finished: a full bar (a run in parts counts in shares of the run, not in iterations).
+        self.progress.setValue(self.progress.maximum())
         self.status.setText(
             f"Done: {result.iterations} iterations in {_format_seconds(result.elapsed)} ({result.stop_message})."
         )
