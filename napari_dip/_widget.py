@@ -748,9 +748,10 @@ class RestorationWidget(QWidget):
                             calibration=_CALIBRATION, windows=self._fill_windows(task, preset, settings, region))
 
     def _fill_windows(self, task: str, preset: str, settings: Any, region: Any) -> list[tuple[int, int]] | None:
-        """The sizes of the windows inpainting will fit around the painted pixels of a 2D mask
-        (the core's own rule, ``tiling.region_windows``), or None: the whole plane is fitted
-        (another task, the paper preset, which returns the network's output everywhere, a stack)."""
+        """The sizes of the fits inpainting will make around the painted pixels of a 2D mask
+        (windows, or the tiles that hold them: the core's own rule, ``tiling.fill_parts``), or
+        None: the whole plane is fitted (another task, the paper preset, which returns the
+        network's output everywhere, a stack)."""
         labels = self.mask_picker.value()
         if (not task_spec(task).needs_mask or preset == "paper" or labels is None or labels.ndim != 2
                 or self._all_planes()):
@@ -762,11 +763,9 @@ class RestorationWidget(QWidget):
             data = np.asarray(labels.data)
             if region is not None and data.shape == spatial_shape(self.image_picker.value()):
                 data = region.crop(data)
-            from .core.tiling import region_windows
+            from .core.tiling import fill_parts
 
-            windows = region_windows(data > 0, settings)
-            sizes = None if windows is None else [(w.stop - w.start, c.stop - c.start) for w, c in windows]
-            self._windows_cache = (key, sizes)
+            self._windows_cache = (key, fill_parts(data > 0, settings))
         return self._windows_cache[1]
 
     def _mask_painted(self, *_: Any) -> None:

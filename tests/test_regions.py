@@ -191,3 +191,35 @@ def test_one_window_is_named_in_the_metadata(photo):
     result = consume(restore_iter(photo, "inpaint", mask=mask, iterations=2, **TINY))
     assert result.plan.startswith("1 window around the painted pixels")
     assert len(result.parts) == 1 and result.parts[0]["stop_reason"] == "iterations"
+
+
+def test_a_scratch_across_the_image_fits_only_the_tiles_that_hold_it():
+    size = 2048
+    image = (np.add.outer(np.arange(size), np.arange(size)) % 251).astype(np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    mask[np.arange(size), np.arange(size)] = 1  # corner to corner: one window would be the image
+    options = RestoreOptions.from_kwargs("inpaint", mask=mask, iterations=1, preview_seconds=None, **TINY)
+    kind, _, tile = plan_run(image, options)
+    assert (kind, tile) == ("tiles", 256)
+    events = []
+    result = consume(restore_iter(image, options=options), events.append)
+    notes = [event.message for event in events if event.message]
+    assert "2048×2048 pixels: restoring in tiles of 256² around the painted pixels" in notes[0]
+    assert any(note.startswith("31 of the 121 tiles have pixels to fill") for note in notes)
+    assert sum(part["stop_reason"] != "unchanged" for part in result.parts) == 31
+    assert result.image[mask == 0].tobytes() == image[mask == 0].tobytes()
+
+
+def test_the_widget_counts_the_fits_it_will_make():
+    from napari_dip.core.presets import preset_settings
+    from napari_dip.core.tiling import fill_parts
+
+    settings = preset_settings("inpaint")
+    mask = np.zeros((2048, 2048), bool)
+    mask[np.arange(2048), np.arange(2048)] = True
+    assert fill_parts(mask, settings) == [(256, 256)] * 31
+    mask[:] = False
+    mask[100:110, 100:200] = True
+    assert fill_parts(mask, settings) == [(160, 256)]
+    mask[::50, :] = True  # everywhere: the whole plane
+    assert fill_parts(mask, settings) is None

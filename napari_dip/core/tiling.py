@@ -53,6 +53,8 @@ __all__ = [
     "fill_windows",
     "plan_regions",
     "region_windows",
+    "fill_tile_size",
+    "fill_parts",
 ]
 
 DEFAULT_OVERLAP = 64
@@ -62,6 +64,9 @@ DEFAULT_OVERLAP = 64
 # (or its tiles) is fitted as before.
 REGION_MARGIN = 64
 REGION_SHARE = 0.5
+# Where the windows would cover more (a scratch across the image), the tiles of one of these
+# sides that hold painted pixels, if they cover at most REGION_SHARE.
+FILL_TILES = (256, 384, 512)
 
 
 @dataclass
@@ -256,13 +261,17 @@ def _tile_intensity(image: Any, layout: Layout, windows: list[tuple[slice, slice
 
 def plan_tile_size(layout: Layout, options: RestoreOptions) -> int | None:
     """The tile side a plane of ``layout`` is fitted with (``None``: whole), from the options'
-    ``tile_size`` or the memory budget."""
+    ``tile_size``, the memory budget, or for inpainting painted pixels spread too far apart for
+    windows, the tiles that hold them (:func:`fill_tile_size`)."""
     if options.tile_size is not None:
         if options.tile_size >= max(layout.spatial):
             return None
         return options.tile_size
     side = auto_tile_size(layout.spatial, options.settings, layout.channels, options.factor,
                           select_device(options.device), options.memory_limit)
+    sparse = plan_fill_tiles(layout, options, side)
+    if sparse is not None:
+        return sparse
     if side is None:
         return None
     overlap = DEFAULT_OVERLAP if options.overlap is None else options.overlap
@@ -365,6 +374,73 @@ def region_windows(mask: np.ndarray, settings: Settings) -> list[tuple[slice, sl
     if not windows or covered > REGION_SHARE * math.prod(mask.shape):
         return None
     return windows
+
+
+def fill_tile_size(mask: np.ndarray, largest: int, overlap: int = DEFAULT_OVERLAP,
+                   instead: int | None = None) -> int | None:
+    """For inpainting whose painted pixels are spread too far for windows (a scratch across the
+    image): the tile side from ``FILL_TILES`` (at most ``largest``) whose tiles holding painted
+    pixels cover the fewest pixels, if they cover at most ``REGION_SHARE`` of what would be
+    fitted ``instead`` (default: the plane); only those tiles are fitted, the others are kept
+    as they are. ``None``: fit what would be fitted instead.
+
+    Examples
+    --------
+    >>> scratch = np.zeros((2048, 2048), dtype=bool)
+    >>> scratch[np.arange(2048), np.arange(2048)] = True  # corner to corner
+    >>> fill_tile_size(scratch, largest=736)
+    256
+    """
+    fill = np.asarray(mask) != 0
+    best = None
+    for side in FILL_TILES:
+        if side > largest or side >= max(fill.shape):
+            continue
+        lap = min(overlap, side // 4)
+        rows, cols = tile_starts(fill.shape[0], side, lap), tile_starts(fill.shape[1], side, lap)
+        height, width = min(side, fill.shape[0]), min(side, fill.shape[1])
+        held = sum(bool(fill[r:r + height, c:c + width].any()) for r in rows for c in cols)
+        if best is None or held * height * width < best[0]:
+            best = (held * height * width, side)
+    if best is None or best[0] > REGION_SHARE * (instead or fill.size):
+        return None
+    return best[1]
+
+
+def plan_fill_tiles(layout: Layout, options: RestoreOptions, memory_side: int | None) -> int | None:
+    """:func:`fill_tile_size` for a plane whose inpainting keeps the known pixels, or ``None``."""
+    if not (options.spec.needs_mask and options.keeps_known) or options.mask is None or layout.plane_axes:
+        return None
+    if tuple(np.shape(options.mask)) != layout.spatial or options.factor != 1:
+        return None
+    overlap = DEFAULT_OVERLAP if options.overlap is None else options.overlap
+    instead = None
+    if memory_side is not None:
+        # The plane is tiled for memory anyway: compare with those tiles' pixels.
+        multiple = max(1, 2**options.settings.scales // options.factor)
+        tile = balanced_tile(layout.spatial, memory_side, min(overlap, memory_side // 4), multiple)
+        lap = min(overlap, tile // 4)
+        counts = [len(tile_starts(n, tile, lap)) for n in layout.spatial]
+        instead = math.prod(counts) * math.prod(min(tile, n) for n in layout.spatial)
+    return fill_tile_size(np.asarray(options.mask), memory_side or max(layout.spatial), overlap, instead)
+
+
+def fill_parts(mask: np.ndarray, settings: Settings) -> list[tuple[int, int]] | None:
+    """The sizes of the fits inpainting a plane with ``mask`` will make (with the memory budget's
+    tiles left aside): its windows, or its tiles that hold painted pixels; ``None`` when it fits
+    the whole plane. What the widget's estimate counts."""
+    windows = region_windows(mask, settings)
+    if windows is not None:
+        return [(rows.stop - rows.start, cols.stop - cols.start) for rows, cols in windows]
+    side = fill_tile_size(mask, max(mask.shape))
+    if side is None:
+        return None
+    fill = np.asarray(mask) != 0
+    lap = min(DEFAULT_OVERLAP, side // 4)
+    rows, cols = tile_starts(fill.shape[0], side, lap), tile_starts(fill.shape[1], side, lap)
+    height, width = min(side, fill.shape[0]), min(side, fill.shape[1])
+    held = sum(bool(fill[r:r + height, c:c + width].any()) for r in rows for c in cols)
+    return [(height, width)] * held
 
 
 def restore_tiled_iter(
