@@ -26,7 +26,7 @@ from .options import RestoreOptions
 from .presets import TASKS, resolve_settings
 from .stacks import PlaneProgress, StackRestoration, restore_stack_iter
 from .tasks import TASKS as TASK_SPECS
-from .tiling import TiledRestoration, TileProgress, plan_fill_tiles, plan_regions, plan_tile_size, restore_tiled_iter
+from .tiling import TiledRestoration, TileProgress, plan_regions, plan_tile_size, plan_tiles, restore_tiled_iter
 
 __all__ = [
     "restore", "restore_iter", "consume", "plan_run", "plan_compiles", "Restoration", "resolve_settings", "TASKS",
@@ -134,9 +134,8 @@ def restore_iter(
         return _tiled_restoration(result, options)
     if kind == "tiles":
         budget = default_budget(_device(options), options.memory_limit)
-        why = "as asked" if options.tile_size else f"to stay within {_size_text(budget)}"
-        if not options.tile_size and tile == plan_fill_tiles(layout, options, tile):
-            why = "around the painted pixels (the tiles without any are kept as they are)"
+        why = {"asked": "as asked", "fill": "around the painted pixels (the tiles without any are kept as they are)"
+               }.get(plan_tiles(layout, options)[1], f"to stay within {_size_text(budget)}")
         size = "×".join(str(n) for n in layout.spatial[::-1])
         yield _note(f"{size} pixels: restoring in tiles of {tile}² {why}", start)
         overlap = None if options.overlap is None else min(options.overlap, (tile - 1) // 2)

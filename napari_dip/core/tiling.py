@@ -67,6 +67,9 @@ REGION_SHARE = 0.5
 # Where the windows would cover more (a scratch across the image), the tiles of one of these
 # sides that hold painted pixels, if they cover at most REGION_SHARE.
 FILL_TILES = (256, 384, 512)
+# Where the plane is tiled for memory anyway, the tiles that hold painted pixels are fitted
+# either way; smaller ones are taken if they hold at most this share of those tiles' pixels.
+FILL_TILE_SAVING = 0.75
 
 
 @dataclass
@@ -263,21 +266,27 @@ def plan_tile_size(layout: Layout, options: RestoreOptions) -> int | None:
     """The tile side a plane of ``layout`` is fitted with (``None``: whole), from the options'
     ``tile_size``, the memory budget, or for inpainting painted pixels spread too far apart for
     windows, the tiles that hold them (:func:`fill_tile_size`)."""
+    return plan_tiles(layout, options)[0]
+
+
+def plan_tiles(layout: Layout, options: RestoreOptions) -> tuple[int | None, str | None]:
+    """:func:`plan_tile_size` and why: ``"asked"`` (``tile_size``), ``"memory"``, ``"fill"``
+    (the tiles that hold painted pixels), or ``None`` for a whole plane."""
     if options.tile_size is not None:
         if options.tile_size >= max(layout.spatial):
-            return None
-        return options.tile_size
+            return None, None
+        return options.tile_size, "asked"
     side = auto_tile_size(layout.spatial, options.settings, layout.channels, options.factor,
                           select_device(options.device), options.memory_limit)
     sparse = plan_fill_tiles(layout, options, side)
     if sparse is not None:
-        return sparse
+        return sparse, "fill"
     if side is None:
-        return None
+        return None, None
     overlap = DEFAULT_OVERLAP if options.overlap is None else options.overlap
     multiple = max(1, 2**options.settings.scales // options.factor)
     # At most a quarter of the tile, as restore_tiled_iter's default (and so never the whole tile).
-    return balanced_tile(layout.spatial, side, min(overlap, side // 4), multiple)
+    return balanced_tile(layout.spatial, side, min(overlap, side // 4), multiple), "memory"
 
 
 def balanced_tile(spatial: tuple[int, int], side: int, overlap: int, multiple: int) -> int:
@@ -396,12 +405,9 @@ def fill_tile_size(mask: np.ndarray, largest: int, overlap: int = DEFAULT_OVERLA
     for side in FILL_TILES:
         if side > largest or side >= max(fill.shape):
             continue
-        lap = min(overlap, side // 4)
-        rows, cols = tile_starts(fill.shape[0], side, lap), tile_starts(fill.shape[1], side, lap)
-        height, width = min(side, fill.shape[0]), min(side, fill.shape[1])
-        held = sum(bool(fill[r:r + height, c:c + width].any()) for r in rows for c in cols)
-        if best is None or held * height * width < best[0]:
-            best = (held * height * width, side)
+        pixels = _held_tiles(fill, side, min(overlap, side // 4)) * min(side, fill.shape[0]) * min(side, fill.shape[1])
+        if best is None or pixels < best[0]:
+            best = (pixels, side)
     if best is None or best[0] > REGION_SHARE * (instead or fill.size):
         return None
     return best[1]
@@ -414,15 +420,23 @@ def plan_fill_tiles(layout: Layout, options: RestoreOptions, memory_side: int | 
     if tuple(np.shape(options.mask)) != layout.spatial or options.factor != 1:
         return None
     overlap = DEFAULT_OVERLAP if options.overlap is None else options.overlap
-    instead = None
-    if memory_side is not None:
-        # The plane is tiled for memory anyway: compare with those tiles' pixels.
-        multiple = max(1, 2**options.settings.scales // options.factor)
-        tile = balanced_tile(layout.spatial, memory_side, min(overlap, memory_side // 4), multiple)
-        lap = min(overlap, tile // 4)
-        counts = [len(tile_starts(n, tile, lap)) for n in layout.spatial]
-        instead = math.prod(counts) * math.prod(min(tile, n) for n in layout.spatial)
-    return fill_tile_size(np.asarray(options.mask), memory_side or max(layout.spatial), overlap, instead)
+    mask = np.asarray(options.mask) != 0
+    if memory_side is None:
+        return fill_tile_size(mask, max(layout.spatial), overlap)
+    # The plane is tiled for memory anyway, and its tiles without painted pixels are skipped:
+    # smaller tiles must save a quarter of the pixels those hold to be worth their lesser context.
+    multiple = max(1, 2**options.settings.scales // options.factor)
+    tile = balanced_tile(layout.spatial, memory_side, min(overlap, memory_side // 4), multiple)
+    held = _held_tiles(mask, tile, min(overlap, tile // 4))
+    instead = held * math.prod(min(tile, n) for n in layout.spatial) * FILL_TILE_SAVING / REGION_SHARE
+    return fill_tile_size(mask, memory_side, overlap, instead)
+
+
+def _held_tiles(fill: np.ndarray, side: int, overlap: int) -> int:
+    """How many tiles of ``side`` (overlapping by ``overlap``) hold a painted pixel."""
+    rows, cols = tile_starts(fill.shape[0], side, overlap), tile_starts(fill.shape[1], side, overlap)
+    height, width = min(side, fill.shape[0]), min(side, fill.shape[1])
+    return sum(bool(fill[r:r + height, c:c + width].any()) for r in rows for c in cols)
 
 
 def fill_parts(mask: np.ndarray, settings: Settings) -> list[tuple[int, int]] | None:
@@ -436,11 +450,8 @@ def fill_parts(mask: np.ndarray, settings: Settings) -> list[tuple[int, int]] | 
     if side is None:
         return None
     fill = np.asarray(mask) != 0
-    lap = min(DEFAULT_OVERLAP, side // 4)
-    rows, cols = tile_starts(fill.shape[0], side, lap), tile_starts(fill.shape[1], side, lap)
-    height, width = min(side, fill.shape[0]), min(side, fill.shape[1])
-    held = sum(bool(fill[r:r + height, c:c + width].any()) for r in rows for c in cols)
-    return [(height, width)] * held
+    held = _held_tiles(fill, side, min(DEFAULT_OVERLAP, side // 4))
+    return [(min(side, fill.shape[0]), min(side, fill.shape[1]))] * held
 
 
 def restore_tiled_iter(
