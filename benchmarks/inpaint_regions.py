@@ -48,9 +48,9 @@ def painted(size: int, seed: int = 0, stroke: bool = True) -> np.ndarray:
 
 def run_dip(image: np.ndarray, fill: np.ndarray, threads: int, margin: int | None) -> tuple[np.ndarray, float, dict]:
     """The default preset with windows of ``margin`` (None: the whole image)."""
-    saved = tiling.REGION_MARGIN, tiling.REGION_SHARE
+    saved = tiling.REGION_MARGIN, tiling.REGION_SHARE, tiling.FILL_TILE_SAVING
     if margin is None:
-        tiling.REGION_SHARE = 0.0
+        tiling.REGION_SHARE = tiling.FILL_TILE_SAVING = 0.0
     else:
         tiling.REGION_MARGIN = margin
     try:
@@ -58,7 +58,7 @@ def run_dip(image: np.ndarray, fill: np.ndarray, threads: int, margin: int | Non
         result = consume(restore_iter(image, "inpaint", mask=fill, threads=threads, preview_seconds=None))
         return result.image, time.perf_counter() - start, {"iterations": result.iterations, "plan": result.plan}
     finally:
-        tiling.REGION_MARGIN, tiling.REGION_SHARE = saved
+        tiling.REGION_MARGIN, tiling.REGION_SHARE, tiling.FILL_TILE_SAVING = saved
 
 
 def classical(image: np.ndarray, fill: np.ndarray) -> dict[str, tuple[np.ndarray, float]]:
@@ -148,13 +148,13 @@ def large(args) -> None:
     observed = truth.copy()
     observed[fill] = 0
     whole = RestoreOptions.from_kwargs("inpaint", mask=fill, threads=args.threads)
-    saved = tiling.REGION_SHARE
-    tiling.REGION_SHARE = 0.0
+    saved = tiling.REGION_SHARE, tiling.FILL_TILE_SAVING
+    tiling.REGION_SHARE = tiling.FILL_TILE_SAVING = 0.0
     try:
         kind, _, tile = plan_run(observed, whole)
         windows = [w for w in _tile_windows(fill.shape, tile) if fill[w].any()] if tile else [None]
     finally:
-        tiling.REGION_SHARE = saved
+        tiling.REGION_SHARE, tiling.FILL_TILE_SAVING = saved
     print(f"without windows: {kind}, tiles of {tile}², {len(windows)} of them with painted pixels", flush=True)
     image, seconds, info = run_dip(observed, fill, args.threads, tiling.REGION_MARGIN)
     results = {"input": observed, "DIP default": image}

@@ -386,12 +386,12 @@ def region_windows(mask: np.ndarray, settings: Settings) -> list[tuple[slice, sl
 
 
 def fill_tile_size(mask: np.ndarray, largest: int, overlap: int = DEFAULT_OVERLAP,
-                   instead: int | None = None) -> int | None:
+                   instead: int | None = None, share: float | None = None) -> int | None:
     """For inpainting whose painted pixels are spread too far for windows (a scratch across the
     image): the tile side from ``FILL_TILES`` (at most ``largest``) whose tiles holding painted
-    pixels cover the fewest pixels, if they cover at most ``REGION_SHARE`` of what would be
-    fitted ``instead`` (default: the plane); only those tiles are fitted, the others are kept
-    as they are. ``None``: fit what would be fitted instead.
+    pixels cover the fewest pixels, if they cover at most ``share`` (default ``REGION_SHARE``)
+    of the pixels fitted ``instead`` (default: the plane's); only those tiles are fitted, the
+    others are kept as they are. ``None``: fit what would be fitted instead.
 
     Examples
     --------
@@ -408,7 +408,7 @@ def fill_tile_size(mask: np.ndarray, largest: int, overlap: int = DEFAULT_OVERLA
         pixels = _held_tiles(fill, side, min(overlap, side // 4)) * min(side, fill.shape[0]) * min(side, fill.shape[1])
         if best is None or pixels < best[0]:
             best = (pixels, side)
-    if best is None or best[0] > REGION_SHARE * (instead or fill.size):
+    if best is None or best[0] > (REGION_SHARE if share is None else share) * (instead or fill.size):
         return None
     return best[1]
 
@@ -428,8 +428,8 @@ def plan_fill_tiles(layout: Layout, options: RestoreOptions, memory_side: int | 
     multiple = max(1, 2**options.settings.scales // options.factor)
     tile = balanced_tile(layout.spatial, memory_side, min(overlap, memory_side // 4), multiple)
     held = _held_tiles(mask, tile, min(overlap, tile // 4))
-    instead = held * math.prod(min(tile, n) for n in layout.spatial) * FILL_TILE_SAVING / REGION_SHARE
-    return fill_tile_size(mask, memory_side, overlap, instead)
+    instead = held * math.prod(min(tile, n) for n in layout.spatial)
+    return fill_tile_size(mask, memory_side, overlap, instead, FILL_TILE_SAVING)
 
 
 def _held_tiles(fill: np.ndarray, side: int, overlap: int) -> int:
