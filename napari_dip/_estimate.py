@@ -167,7 +167,9 @@ class Estimate:
         else:
             text = f"Time: about {format_seconds(self.seconds)} for {each}{notes}."
         if self.long:
-            text += " That is long: pick a Region (a rectangle in a Shapes layer), or the fast preset."
+            # Inpainting in windows already fits only around the painted pixels.
+            text += (" That is long: try the fast preset." if self.windows else
+                     " That is long: pick a Region (a rectangle in a Shapes layer), or the fast preset.")
         return text
 
 

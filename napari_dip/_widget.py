@@ -757,15 +757,22 @@ class RestorationWidget(QWidget):
                 or self._all_planes()):
             return None
         key = (id(labels), self._mask_version, None if region is None else region.label(), settings.scales,
-               settings.stop_band)
+               settings.stop_band, settings.channels, self.device.currentText())
         if self._windows_cache[0] != key:
             # Once per change of the mask: the three presets' estimates share it.
             data = np.asarray(labels.data)
             if region is not None and data.shape == spatial_shape(self.image_picker.value()):
                 data = region.crop(data)
-            from .core.tiling import fill_parts
+            from .core.device import select_device
+            from .core.tiling import auto_tile_size, fill_parts
 
-            self._windows_cache = (key, fill_parts(data > 0, settings))
+            image = self.image_picker.value()
+            try:
+                side = auto_tile_size(data.shape, settings, 3 if image is not None and image.rgb else 1, 1,
+                                      select_device(self.device.currentText()))
+            except ValueError:
+                side = None
+            self._windows_cache = (key, fill_parts(data > 0, settings, side))
         return self._windows_cache[1]
 
     def _mask_painted(self, *_: Any) -> None:
@@ -795,7 +802,9 @@ class RestorationWidget(QWidget):
 
     def _update_iterations_hint(self, *_: Any) -> None:
         preset = self._task_preset
-        if self.iterations.value() == 0:
+        if self.iterations.value() == 0 and not preset.auto_stop:
+            text = f"preset: exactly {preset.iterations}, as the paper runs them; no automatic stop"
+        elif self.iterations.value() == 0:
             text = f"preset: up to {preset.iterations}, stopping once the output stops improving"
         else:
             text = f"exactly {self.iterations.value()} (preset: up to {preset.iterations}); no automatic stop"
@@ -1195,19 +1204,22 @@ class RestorationWidget(QWidget):
             layer.visible = True
         if isinstance(result, Kept):
             event = result.event
-            if not self._run_auto:
+            if not self._run_auto and event.part is None:
                 self.progress.setValue(event.iteration)
+            where = f"{event.part}, " if event.part else ""
+            later = (" The parts not reached yet are kept as they were (not restored)."
+                     if event.part and not _last_part(event.part) else "")
             self.status.setText(
-                f"Stopped at iteration {event.iteration} / {event.iterations} after "
-                f"{_format_seconds(event.elapsed)}; {plan.name!r} keeps the result so far."
+                f"Stopped at {where}iteration {event.iteration} / {event.iterations} after "
+                f"{_format_seconds(event.elapsed)}; {plan.name!r} keeps the result so far.{later}"
             )
             show_info(f"napari-dip: stopped at iteration {event.iteration}; {plan.name!r} keeps the result so far")
             return
         # Finished: a full bar (a run in parts counts in shares of the run, not in iterations).
         self.progress.setValue(self.progress.maximum())
-        self.status.setText(
-            f"Done: {result.iterations} iterations in {_format_seconds(result.elapsed)} ({result.stop_message})."
-        )
+        parts = len(result.parts or [])
+        counted = f"{result.iterations} iterations" + (f" over {parts} parts" if parts > 1 else "")
+        self.status.setText(f"Done: {counted} in {_format_seconds(result.elapsed)} ({result.stop_message}).")
         show_info(f"napari-dip: {plan.name!r} is ready: {result.iterations} iterations in "
                   f"{_format_seconds(result.elapsed)}")
         estimate = self._run_estimate
@@ -1316,3 +1328,9 @@ class RestorationWidget(QWidget):
         if running:
             self.progress.setRange(0, 0)  # busy until the first step reports the total
 
+
+
+def _last_part(part: str) -> bool:
+    """Whether a progress event's ``part`` ("window 2/2", "plane 3/40, tile 9/9") is the last one."""
+    counts = [piece.rsplit(" ", 1)[-1].split("/") for piece in part.split(", ")]
+    return all(done == total for done, total in counts)

@@ -73,7 +73,7 @@ def test_only_the_windows_are_fitted_and_every_other_pixel_is_the_input(photo):
     assert [part["iterations"] for part in result.parts] == [4, 4]
     notes = [event.message for event in events if event.message]
     assert any("inpainting only around the painted pixels: 2 windows" in note for note in notes)
-    assert {event.part for event in events if event.part} == {"region 1/2", "region 2/2"}
+    assert {event.part for event in events if event.part} == {"window 1/2", "window 2/2"}
     painted = mask != 0
     assert result.image[~painted].tobytes() == photo[~painted].tobytes()
     assert np.abs(result.image[painted].astype(int) - photo[painted].astype(int)).mean() > 1
@@ -171,7 +171,7 @@ def test_a_stack_plans_each_plane_from_its_own_mask():
                      events.append)
     assert "windows" in result.parts[0] and result.parts[1]["tiles"] > 1
     assert result.image[masks == 0].tobytes() == stack[masks == 0].tobytes()
-    assert any(event.part and ", region 1/" not in event.part and "tile" in event.part for event in events)
+    assert any(event.part and ", window 1/" not in event.part and "tile" in event.part for event in events)
 
 
 def test_progress_only_moves_forward_through_windows_cut_into_tiles():

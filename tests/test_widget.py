@@ -1188,3 +1188,41 @@ def test_painting_a_scratch_on_a_big_image_estimates_and_fits_only_its_window(vi
     assert painted.sum() > 100
     np.testing.assert_array_equal(result.data[~painted], image[~painted])
     assert not np.array_equal(result.data[painted], image[painted])
+
+
+def test_paper_hint_says_fixed_iterations_and_stops_in_parts_say_what_is_left(viewer):
+    from napari_dip._widget import _last_part
+
+    viewer.add_image(np.zeros((48, 48), dtype=np.uint8), name="small")
+    widget = make_widget(viewer)
+    widget.preset_picker.setCurrentIndex(2)  # paper
+    assert "no automatic stop" in widget.iterations_hint.text() and "exactly" in widget.iterations_hint.text()
+    widget.preset_picker.setCurrentIndex(1)
+    assert "stopping once the output stops improving" in widget.iterations_hint.text()
+    assert _last_part("window 2/2") and _last_part("plane 3/3, tile 9/9")
+    assert not _last_part("window 1/2") and not _last_part("plane 3/3, tile 8/9")
+
+
+def test_stop_and_keep_in_the_first_of_two_windows_says_the_second_is_left(viewer, qtbot):
+    rng = np.random.default_rng(6)
+    image = (rng.random((400, 500)) * 255).astype(np.uint8)
+    viewer.add_image(image, name="two scratches")
+    widget = make_widget(viewer)
+    configure(widget, task="inpaint", iterations=1_000_000)
+    labels = widget.new_mask()
+    labels.data[40:46, 40:90] = 1
+    labels.data[350:356, 400:450] = 1
+    labels.refresh()
+    parts = []
+    shown = widget._on_progress
+    widget._on_progress = lambda event: (shown(event), parts.append(event.part))
+    widget.run()
+    qtbot.waitUntil(lambda: parts.count("window 1/2") >= 5, timeout=20_000)
+    widget.stop_and_keep()
+    qtbot.waitUntil(lambda: not widget.running, timeout=5000)
+    status = widget.status.text()
+    assert status.startswith("Stopped at window 1/2, iteration ") and "not reached yet are kept as they were" in status
+    result = viewer.layers["two scratches (DIP inpaint)"].data
+    painted = np.asarray(labels.data) > 0
+    np.testing.assert_array_equal(result[~painted], image[~painted])
+    np.testing.assert_array_equal(result[350:356, 400:450], image[350:356, 400:450])  # the window not reached

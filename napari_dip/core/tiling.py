@@ -85,7 +85,7 @@ class TileProgress:
     step: Progress | None = None
     message: str | None = None
     preview: np.ndarray | None = None  # the whole image, on the tile's preview steps
-    kind: str = "tile"  # or "region": a window around a painted region (inpainting)
+    kind: str = "tile"  # or "window": a window around painted pixels (inpainting)
 
 
 @dataclass
@@ -420,16 +420,18 @@ def plan_fill_tiles(layout: Layout, options: RestoreOptions, memory_side: int | 
     if tuple(np.shape(options.mask)) != layout.spatial or options.factor != 1:
         return None
     overlap = DEFAULT_OVERLAP if options.overlap is None else options.overlap
-    mask = np.asarray(options.mask) != 0
+    return _fill_tile(np.asarray(options.mask) != 0, options.settings, memory_side, overlap)
+
+
+def _fill_tile(fill: np.ndarray, settings: Settings, memory_side: int | None, overlap: int) -> int | None:
     if memory_side is None:
-        return fill_tile_size(mask, max(layout.spatial), overlap)
+        return fill_tile_size(fill, max(fill.shape), overlap)
     # The plane is tiled for memory anyway, and its tiles without painted pixels are skipped:
     # smaller tiles must save a quarter of the pixels those hold to be worth their lesser context.
-    multiple = max(1, 2**options.settings.scales // options.factor)
-    tile = balanced_tile(layout.spatial, memory_side, min(overlap, memory_side // 4), multiple)
-    held = _held_tiles(mask, tile, min(overlap, tile // 4))
-    instead = held * math.prod(min(tile, n) for n in layout.spatial)
-    return fill_tile_size(mask, memory_side, overlap, instead, FILL_TILE_SAVING)
+    tile = balanced_tile(fill.shape, memory_side, min(overlap, memory_side // 4), 2**settings.scales)
+    held = _held_tiles(fill, tile, min(overlap, tile // 4))
+    instead = held * math.prod(min(tile, n) for n in fill.shape)
+    return fill_tile_size(fill, memory_side, overlap, instead, FILL_TILE_SAVING)
 
 
 def _held_tiles(fill: np.ndarray, side: int, overlap: int) -> int:
@@ -439,17 +441,18 @@ def _held_tiles(fill: np.ndarray, side: int, overlap: int) -> int:
     return sum(bool(fill[r:r + height, c:c + width].any()) for r in rows for c in cols)
 
 
-def fill_parts(mask: np.ndarray, settings: Settings) -> list[tuple[int, int]] | None:
-    """The sizes of the fits inpainting a plane with ``mask`` will make (with the memory budget's
-    tiles left aside): its windows, or its tiles that hold painted pixels; ``None`` when it fits
-    the whole plane. What the widget's estimate counts."""
-    windows = region_windows(mask, settings)
+def fill_parts(mask: np.ndarray, settings: Settings, memory_side: int | None = None) -> list[tuple[int, int]] | None:
+    """The sizes of the fits inpainting a plane with ``mask`` will make: its windows, or its
+    tiles that hold painted pixels; ``None`` when it fits the whole plane (or, with
+    ``memory_side``, the largest tile that fits in memory, the memory budget's tiles). What the
+    widget's estimate counts."""
+    fill = np.asarray(mask) != 0
+    windows = region_windows(fill, settings)
     if windows is not None:
         return [(rows.stop - rows.start, cols.stop - cols.start) for rows, cols in windows]
-    side = fill_tile_size(mask, max(mask.shape))
+    side = _fill_tile(fill, settings, memory_side, DEFAULT_OVERLAP)
     if side is None:
         return None
-    fill = np.asarray(mask) != 0
     held = _held_tiles(fill, side, min(DEFAULT_OVERLAP, side // 4))
     return [(min(side, fill.shape[0]), min(side, fill.shape[1]))] * held
 
@@ -665,7 +668,7 @@ def _restore_regions(
     restored = np.array(image, copy=True)
     area = sum((rows.stop - rows.start) * (cols.stop - cols.start) for rows, cols in windows)
     sizes = ", ".join(f"{cols.stop - cols.start}×{rows.stop - rows.start}" for rows, cols in windows)
-    yield TileProgress(0, len(windows), windows[0], 0.0, time.perf_counter() - start, None, kind="region",
+    yield TileProgress(0, len(windows), windows[0], 0.0, time.perf_counter() - start, None, kind="window",
                        message=f"inpainting only around the painted pixels: {_windows_text(len(windows))} ({sizes}), "
                                f"{area / math.prod(layout.spatial):.0%} of the image")
     runs, finished = [], []
@@ -697,7 +700,7 @@ def _as_region_event(index: int, count: int, window: tuple[slice, slice], finish
 
     def event(inner: TileProgress) -> TileProgress:
         if inner.step is None:
-            return replace(inner, tile=index, tiles=count, window=window, kind="region", fraction=index / count,
+            return replace(inner, tile=index, tiles=count, window=window, kind="window", fraction=index / count,
                            elapsed=time.perf_counter() - start, preview=None)
         # The window's own time so far and left (it may be cut into tiles), over all windows.
         fraction, eta = overall_progress(index, count, finished, time.perf_counter() - part_start, inner.eta)
@@ -708,7 +711,7 @@ def _as_region_event(index: int, count: int, window: tuple[slice, slice], finish
             preview = restored.copy()
             preview[layout.window_index(window)] = part
         return TileProgress(index, count, window, fraction, time.perf_counter() - start, eta, step=inner.step,
-                            preview=preview, kind="region")
+                            preview=preview, kind="window")
 
     return event
 
