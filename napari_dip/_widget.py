@@ -680,29 +680,17 @@ class RestorationWidget(QWidget):
 
     def _on_region_changed(self, index: int = -1) -> None:
         """Follow the chosen Shapes layer's rectangles (drawn, moved, selected) in the estimate."""
-        watched = self._watched_shapes
-        if watched is not None:
-            for emitter in (watched.events.data, watched.events.highlight):
-                emitter.disconnect(self._schedule_estimate)
         region = self.region_picker.value()
-        self._watched_shapes = region if isinstance(region, Shapes) else None
-        if self._watched_shapes is not None:
-            for emitter in (region.events.data, region.events.highlight):
-                emitter.connect(self._schedule_estimate)
+        self._watched_shapes = _follow_events(self._watched_shapes, region if isinstance(region, Shapes) else None,
+                                              ("data", "highlight"), self._schedule_estimate)
         self._clear_outcome()
 
     def _on_mask_changed(self, index: int = -1) -> None:
         """Follow painting on the chosen mask in the estimate: inpainting fits only windows
         around the painted pixels, so what is painted sets the time."""
-        watched = self._watched_mask
-        if watched is not None:
-            for emitter in (watched.events.paint, watched.events.data):
-                emitter.disconnect(self._mask_painted)
         mask = self.mask_picker.value()
-        self._watched_mask = mask if isinstance(mask, Labels) else None
-        if self._watched_mask is not None:
-            for emitter in (mask.events.paint, mask.events.data):
-                emitter.connect(self._mask_painted)
+        self._watched_mask = _follow_events(self._watched_mask, mask if isinstance(mask, Labels) else None,
+                                            ("paint", "data"), self._mask_painted)
         self._mask_painted()
 
     def _view_moved(self, event: Any = None) -> None:
@@ -1334,3 +1322,13 @@ def _last_part(part: str) -> bool:
     """Whether a progress event's ``part`` ("window 2/2", "plane 3/40, tile 9/9") is the last one."""
     counts = [piece.rsplit(" ", 1)[-1].split("/") for piece in part.split(", ")]
     return all(done == total for done, total in counts)
+
+
+def _follow_events(old: Any, new: Any, names: tuple[str, ...], slot: Callable) -> Any:
+    """Move ``slot`` from ``old`` layer's events ``names`` to ``new``'s (either may be None);
+    returns ``new``, the layer now followed."""
+    for layer, hook in ((old, "disconnect"), (new, "connect")):
+        if layer is not None:
+            for name in names:
+                getattr(getattr(layer.events, name), hook)(slot)
+    return new
