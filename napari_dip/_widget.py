@@ -740,21 +740,22 @@ class RestorationWidget(QWidget):
         (windows, or the tiles that hold them: the core's own rule, ``tiling.fill_parts``), or
         None: the whole plane is fitted (another task, the paper preset, which returns the
         network's output everywhere, a stack)."""
+        from .core.options import keeps_known
+
         labels = self.mask_picker.value()
-        if (not task_spec(task).needs_mask or preset == "paper" or labels is None or labels.ndim != 2
-                or self._all_planes()):
+        if not keeps_known(task, preset) or labels is None or labels.ndim != 2 or self._all_planes():
             return None
         key = (id(labels), self._mask_version, None if region is None else region.label(), settings.scales,
                settings.stop_band, settings.channels, self.device.currentText())
         if self._windows_cache[0] != key:
             # Once per change of the mask: the three presets' estimates share it.
-            data = np.asarray(labels.data)
-            if region is not None and data.shape == spatial_shape(self.image_picker.value()):
-                data = region.crop(data)
             from .core.device import select_device
             from .core.tiling import auto_tile_size, fill_parts
 
             image = self.image_picker.value()
+            data = np.asarray(labels.data)
+            if region is not None and data.shape == spatial_shape(image):
+                data = region.crop(data)
             try:
                 side = auto_tile_size(data.shape, settings, 3 if image is not None and image.rgb else 1, 1,
                                       select_device(self.device.currentText()))

@@ -1157,13 +1157,17 @@ def test_a_guide_layer_replaces_the_random_code_and_bad_guides_are_one_sentence(
         assert len(viewer.layers) == count
 
 
-def test_painting_a_scratch_on_a_big_image_estimates_and_fits_only_its_window(viewer, qtbot):
-    rng = np.random.default_rng(5)
-    image = (rng.random((1500, 1500)) * 255).astype(np.uint8)
-    viewer.add_image(image, name="big photo")
+def inpaint_with_new_mask(viewer, shape: tuple[int, int], name: str, iterations: int, seed: int):
+    """A random image of ``shape``, the dock set to inpaint it, and an empty mask from New mask."""
+    image = (np.random.default_rng(seed).random(shape) * 255).astype(np.uint8)
+    viewer.add_image(image, name=name)
     widget = make_widget(viewer)
-    configure(widget, task="inpaint", iterations=3)
-    labels = widget.new_mask()
+    configure(widget, task="inpaint", iterations=iterations)
+    return image, widget, widget.new_mask()
+
+
+def test_painting_a_scratch_on_a_big_image_estimates_and_fits_only_its_window(viewer, qtbot):
+    image, widget, labels = inpaint_with_new_mask(viewer, (1500, 1500), "big photo", iterations=3, seed=5)
     # Nothing painted yet: the estimate is the whole image's.
     qtbot.waitUntil(lambda: widget.estimate.text().startswith("Time: about"), timeout=2000)
     assert "window" not in widget.estimate.text()
@@ -1204,12 +1208,7 @@ def test_paper_hint_says_fixed_iterations_and_stops_in_parts_say_what_is_left(vi
 
 
 def test_stop_and_keep_in_the_first_of_two_windows_says_the_second_is_left(viewer, qtbot):
-    rng = np.random.default_rng(6)
-    image = (rng.random((400, 500)) * 255).astype(np.uint8)
-    viewer.add_image(image, name="two scratches")
-    widget = make_widget(viewer)
-    configure(widget, task="inpaint", iterations=1_000_000)
-    labels = widget.new_mask()
+    image, widget, labels = inpaint_with_new_mask(viewer, (400, 500), "two scratches", iterations=1_000_000, seed=6)
     labels.data[40:46, 40:90] = 1
     labels.data[350:356, 400:450] = 1
     labels.refresh()

@@ -24,7 +24,7 @@ from .presets import PRESETS, resolve_settings
 from .settings import Settings, as_whole_number
 from .tasks import TASKS, TaskSpec, task_spec
 
-__all__ = ["RestoreOptions", "DEVICE_NAMES", "MAX_SEED"]
+__all__ = ["RestoreOptions", "DEVICE_NAMES", "MAX_SEED", "keeps_known"]
 
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 MAX_SEED = 2**63 - 1
@@ -229,7 +229,7 @@ class RestoreOptions:
     @property
     def keeps_known(self) -> bool:
         """Whether inpainting returns the unpainted pixels exactly (see ``keep_known``)."""
-        return self.spec.needs_mask and (self.keep_known if self.keep_known is not None else self.preset != "paper")
+        return keeps_known(self.task, self.preset, self.keep_known)
 
     def with_settings(self, **changes) -> RestoreOptions:
         """A copy whose ``advanced`` has ``changes`` too (e.g. a warm-started plane's lr)."""
@@ -281,3 +281,9 @@ class RestoreOptions:
 
     __hash__ = None  # mutable arrays inside
 
+
+def keeps_known(task: str, preset: str, keep_known: bool | None = None) -> bool:
+    """Whether a run of ``task`` with ``preset`` returns the unpainted pixels exactly: inpainting,
+    unless ``keep_known`` is False or, when it is None, the preset is "paper" (the network's
+    output everywhere, as the paper returns it)."""
+    return task_spec(task).needs_mask and (keep_known if keep_known is not None else preset != "paper")

@@ -115,12 +115,11 @@ class TiledRestoration:
 
     def metadata(self) -> dict[str, Any]:
         """Plain values describing the run; with one tile, exactly that fit's metadata."""
+        windows = {"windows": [[w.start, w.stop, c.start, c.stop] for w, c in self.windows]} if self.regions else {}
         if len(self.runs) == 1:
-            windows = {"windows": [[w.start, w.stop, c.start, c.stop] for w, c in self.windows]} if self.regions else {}
             return {**self.runs[0], **windows}
         first = self.runs[0]
-        parts = {"windows": [[w.start, w.stop, c.start, c.stop] for w, c in self.windows]} if self.regions else {
-            "tile_size": self.tile_size, "overlap": self.overlap, "tiles": len(self.runs)}
+        parts = windows or {"tile_size": self.tile_size, "overlap": self.overlap, "tiles": len(self.runs)}
         return {
             "task": first["task"],
             **parts,
@@ -367,11 +366,19 @@ def plan_regions(layout: Layout, options: RestoreOptions) -> list[tuple[slice, s
     """The windows inpainting fits instead of the whole plane (:func:`region_windows`), or
     ``None`` where the whole plane is fitted: another task, known pixels not kept (the network's
     output everywhere), or a mask that is not one plane's."""
-    if not (options.spec.needs_mask and options.keeps_known) or options.mask is None or layout.plane_axes:
+    fill = _plane_fill(layout, options)
+    return None if fill is None else region_windows(fill, options.settings)
+
+
+def _plane_fill(layout: Layout, options: RestoreOptions) -> np.ndarray | None:
+    """The pixels to fill of a plane whose inpainting keeps the known pixels (a mask of the
+    plane's shape), or ``None``: then everything the network outputs is kept, and it is fitted
+    whole or in memory tiles."""
+    if not options.keeps_known or options.mask is None or layout.plane_axes or options.factor != 1:
         return None
     if tuple(np.shape(options.mask)) != layout.spatial:
         return None
-    return region_windows(np.asarray(options.mask), options.settings)
+    return np.asarray(options.mask) != 0
 
 
 def region_windows(mask: np.ndarray, settings: Settings) -> list[tuple[slice, slice]] | None:
@@ -415,12 +422,11 @@ def fill_tile_size(mask: np.ndarray, largest: int, overlap: int = DEFAULT_OVERLA
 
 def plan_fill_tiles(layout: Layout, options: RestoreOptions, memory_side: int | None) -> int | None:
     """:func:`fill_tile_size` for a plane whose inpainting keeps the known pixels, or ``None``."""
-    if not (options.spec.needs_mask and options.keeps_known) or options.mask is None or layout.plane_axes:
-        return None
-    if tuple(np.shape(options.mask)) != layout.spatial or options.factor != 1:
+    fill = _plane_fill(layout, options)
+    if fill is None:
         return None
     overlap = DEFAULT_OVERLAP if options.overlap is None else options.overlap
-    return _fill_tile(np.asarray(options.mask) != 0, options.settings, memory_side, overlap)
+    return _fill_tile(fill, options.settings, memory_side, overlap)
 
 
 def _fill_tile(fill: np.ndarray, settings: Settings, memory_side: int | None, overlap: int) -> int | None:
