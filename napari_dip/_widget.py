@@ -248,6 +248,7 @@ class RestorationWidget(QWidget):
         self._keep = threading.Event()
         self._plan: RunPlan | None = None
         self._preview_layer: Image | None = None
+        self._run_notes: list[str] = []  # the planner's notes for the run (how the image is cut)
         self._stack_result: StackResultLayer | None = None
         # The estimate the run under way was started with, to correct the next ones by.
         self._run_estimate: Estimate | None = None
@@ -969,6 +970,7 @@ class RestorationWidget(QWidget):
         self._worker = worker
         self._set_running(True)
         compiling = " (compiling the network first: about a minute)" if in_process else ""
+        self._run_notes = []
         self.status.setText(f"Starting {plan.name}{compiling} …")
         worker.start()
 
@@ -1129,8 +1131,10 @@ class RestorationWidget(QWidget):
 
     def _on_progress(self, event: Progress) -> None:
         if event.message is not None:
-            # A note from the planner (how the image is cut): no step to show.
-            self.status.setText(event.message[0].upper() + event.message[1:] + ".")
+            # A note from the planner (how the image is cut): no step to show. It stays under
+            # the step counter for the rest of the run, so the user still sees how it is cut.
+            self._run_notes.append(event.message[0].upper() + event.message[1:] + ".")
+            self.status.setText(" ".join(self._run_notes))
             return
         left = f" · about {_format_seconds(event.eta)} left" if event.eta is not None else ""
         best = getattr(event, "best_iteration", None)
@@ -1142,25 +1146,26 @@ class RestorationWidget(QWidget):
             self.progress.setValue(round(STACK_PROGRESS_STEPS * event.elapsed / total) if total > 0 else 0)
             self.progress.setFormat("%p %")
             found = f" · best at {best}" if best is not None else ""
-            self.status.setText(
+            self._show_step(
                 f"Iteration {event.iteration} (stops by itself, at most {event.iterations}) · "
                 f"loss {event.loss:.3g}{found}{left}"
             )
         elif event.part is None:
             self.progress.setRange(0, event.iterations)
             self.progress.setValue(event.iteration)
-            self.status.setText(f"Iteration {event.iteration} / {event.iterations} · loss {event.loss:.3g}{left}")
+            self._show_step(f"Iteration {event.iteration} / {event.iterations} · loss {event.loss:.3g}{left}")
         else:
             self.progress.setRange(0, STACK_PROGRESS_STEPS)
             self.progress.setValue(round(event.done_fraction * STACK_PROGRESS_STEPS))
             self.progress.setFormat(event.part.capitalize())
-            self.status.setText(
-                f"{event.part.capitalize()} · iteration {event.iteration} / {event.iterations}{left}"
-            )
+            self._show_step(f"{event.part.capitalize()} · iteration {event.iteration} / {event.iterations}{left}")
         layer = self._live_preview_layer()
         if event.preview is not None and layer is not None and not self._cancel.is_set():
             layer.data = event.preview
             layer.visible = True
+
+    def _show_step(self, text: str) -> None:
+        self.status.setText("\n".join([text, " ".join(self._run_notes)]) if self._run_notes else text)
 
     def _on_returned(self, result: Restoration | Kept | None) -> None:
         if result is None or self._cancel.is_set():

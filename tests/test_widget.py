@@ -1188,6 +1188,8 @@ def test_painting_a_scratch_on_a_big_image_estimates_and_fits_only_its_window(vi
     assert widget.progress.value() == widget.progress.maximum()  # a run in parts ends with a full bar too
     assert result.metadata["plan"].startswith("1 window around the painted pixels")
     assert statuses[0].startswith("Inpainting only around the painted pixels: 1 window (")
+    # The steps' counter does not replace the note: it stays on the line below until the end.
+    assert statuses[-1].startswith("Window 1/1 · iteration 3 / 3") and statuses[-1].endswith("\n" + statuses[0])
     painted = np.asarray(labels.data) > 0
     assert painted.sum() > 100
     np.testing.assert_array_equal(result.data[~painted], image[~painted])
