@@ -143,6 +143,16 @@ def test_a_plane_too_big_for_the_budget_is_tiled_and_says_so():
     assert all(event.preview.shape == image.shape for event in steps if event.preview is not None)
 
 
+def test_super_resolution_in_tiles_says_the_result_s_tile_size_too():
+    low = (np.random.default_rng(4).random((40, 32)) * 255).astype(np.uint8)
+    run = restore_iter(low, "sr", scale=4, iterations=1, memory_limit=8 * 2**20, **TINY)
+    note = next(run).message
+    run.close()
+    assert note.startswith("32×40 pixels: restoring in tiles of ")
+    tile = int(note.split("tiles of ")[1].split("²")[0])
+    assert f"(of the input; {4 * tile}² of the result at ×4)" in note
+
+
 def test_compile_only_where_the_work_repays_it():
     cpu = torch.device("cpu")
     assert not resolve_compile("auto", cpu, 512 * 512, 2, 5)  # a quick test run

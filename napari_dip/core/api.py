@@ -137,7 +137,9 @@ def restore_iter(
         why = {"asked": "as asked", "fill": "around the painted pixels (the tiles without any are kept as they are)"
                }.get(plan_tiles(layout, options)[1], f"to stay within {_size_text(budget)}")
         size = "×".join(str(n) for n in layout.spatial[::-1])
-        yield _note(f"{size} pixels: restoring in tiles of {tile}² {why}", start)
+        factor = options.factor
+        output = f" (of the input; {tile * factor}² of the result at ×{factor})" if factor > 1 else ""
+        yield _note(f"{size} pixels: restoring in tiles of {tile}²{output} {why}", start)
         overlap = None if options.overlap is None else min(options.overlap, (tile - 1) // 2)
         run = restore_tiled_iter(image, options=replace(options, tile_size=tile, overlap=overlap),
                                  keep_state=keep_state, preview_now=preview_now)
