@@ -225,12 +225,15 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path, options: RestoreOpt
                     check_guide(options.guide, layout, options.factor)
             except ValueError as error:
                 raise ValueError(f"{source}: {error}") from None
+        expected = _result_shape(shape, layout, options)
         if source.suffix.lower() not in STACK_SUFFIXES or layout is None or not layout.plane_axes:
             suffix = {".jpg": ".png", ".jpeg": ".png", ".zarr": ".tif"}.get(source.suffix.lower(), source.suffix)
             items.append(BatchItem(source, outdir / (source.stem + suffix)))
+            _check_finished(items[-1].output, expected)
             continue
         stem = source.name.split(".")[0]
         stack_output = outdir / f"{stem}.tif"
+        _check_finished(stack_output, expected)
         digits = [len(str(layout.shape[axis] - 1)) for axis in layout.plane_axes]
         planes = []
         for position in layout.positions():
@@ -243,11 +246,33 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path, options: RestoreOpt
         if output.is_dir():
             raise ValueError(f"the output {output} is a folder; remove it or choose another output folder")
     owners: dict[Path, Path] = {}
-    for item in items:
-        other = owners.setdefault(item.output, item.source)
-        if other != item.source:
-            raise ValueError(f"the inputs {other} and {item.source} would both be written to {item.output}; rename one")
+    for source, output in [(item.source, item.output) for item in items] + [(s.source, s.output) for s in stacks]:
+        other = owners.setdefault(output, source)
+        if other != source:
+            raise ValueError(f"the inputs {other} and {source} would both be written to {output}; rename one")
     return BatchPlan(items, stacks)
+
+
+def _result_shape(shape: tuple[int, ...] | None, layout, options: RestoreOptions | None) -> tuple[int, ...] | None:
+    """The shape this job writes for an input of ``shape``: its own, the spatial axes times the
+    super-resolution factor."""
+    if shape is None or layout is None:
+        return None
+    factor = options.factor if options is not None else 1
+    return tuple(n * factor if axis in layout.spatial_axes else n for axis, n in enumerate(shape))
+
+
+def _check_finished(output: Path, expected: tuple[int, ...] | None) -> None:
+    """An existing output counts as done and is skipped, unless this job could not have written
+    it: one of another shape (another task or scale) is refused before any work."""
+    if expected is None or not output.is_file():
+        return
+    found = _source_shape(output)
+    if found is not None and found != expected:
+        raise ValueError(
+            f"{output} exists with shape {found}, but this job writes shape {expected} there (from another "
+            "task or scale?); remove it or choose another output folder"
+        )
 
 
 def _layout(shape: tuple[int, ...], options: RestoreOptions | None):

@@ -258,15 +258,17 @@ def _restore(args: argparse.Namespace) -> int:
         mask = _read_volume_mask(args.mask, image) if args.volume else _read_mask(args.mask)
     psf = io.read_psf(args.psf) if args.psf is not None else None
     guide = _read_guide(args.guide) if args.guide is not None else None
-    if args.sample is not None:
-        # Keep the degraded sample beside the result, so the two can be compared.
-        sample_copy = args.output.with_name(args.output.stem + "_input" + args.output.suffix)
-        io.check_output(sample_copy, image, reads=reads)
-        write_atomically(sample_copy, image)
 
     from .core import consume, restore_iter
 
     options = _options(args, mask=mask, psf=psf, guide=guide)
+    _check_lossless(args.output, options)
+    if args.sample is not None:
+        # Keep the degraded sample beside the result, so the two can be compared; written once
+        # every option has been checked, so a refused run leaves no file behind.
+        sample_copy = args.output.with_name(args.output.stem + "_input" + args.output.suffix)
+        io.check_output(sample_copy, image, reads=reads)
+        write_atomically(sample_copy, image)
     result = consume(restore_iter(image, options=options), progress=not args.quiet)
     write_atomically(args.output, result.image)
     shape = result.image.shape
@@ -281,17 +283,24 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_lossless(output: Path, options) -> None:
+    """Inpainting that keeps the unpainted pixels exactly cannot be written to a lossy JPEG."""
+    if options.keeps_known and output.suffix.lower() in (".jpg", ".jpeg"):
+        raise ValueError(
+            f"JPEG is lossy, so {output} would change the pixels inpainting keeps exactly; "
+            f"write {output.stem}.png or .tif (or add --keep-raw for the network's output everywhere)"
+        )
+
+
 def _read_guide(path: Path):
     """A guide image file, or a .npy array (any channel count, channels last)."""
     return io.read_array(path, "guide")
 
 
 def _read_mask(path: Path):
-    """Nonzero colour = fill; the alpha channel of an RGBA mask is ignored."""
-    mask = io.read_image(path)
-    if mask.ndim == 3:
-        return mask[..., :3].max(axis=-1)
-    return mask
+    """Nonzero colour = fill; the alpha channel of an RGBA mask is ignored. A stack (one mask
+    per plane, planes first) is kept as it is."""
+    return io.colour_collapsed(io.read_image(path))
 
 
 def _check_volume_files(args: argparse.Namespace) -> None:
@@ -309,10 +318,7 @@ def _read_volume_mask(path: Path, volume):
     that applies to all slices."""
     import numpy as np
 
-    mask = io.read_image(path)
-    if mask.ndim == 4 or (mask.ndim == 3 and mask.shape[-1] in (3, 4) and mask.shape[:2] == volume.shape[1:3]):
-        # Colour channels only: an opaque alpha channel would mark every voxel.
-        mask = mask[..., :3].max(axis=-1)
+    mask = _read_mask(path)
     if mask.ndim == 2:
         mask = np.broadcast_to(mask, (volume.shape[0], *mask.shape))
     return mask
@@ -329,11 +335,12 @@ def _batch(args: argparse.Namespace) -> int:
         guide=_read_guide(args.guide) if args.guide is not None else None,
     )
     plan = batch.plan_batch(args.inputs, args.outdir, options)
-    if args.guide is not None:
-        outputs = [item.output for item in plan.items] + [stack.output for stack in plan.stacks]
-        for output in outputs:
-            if output.exists() and os.path.samefile(output, args.guide):
-                raise ValueError(f"the output {output} is the guide file {args.guide}; choose another output folder")
+    outputs = [item.output for item in plan.items] + [stack.output for stack in plan.stacks]
+    for what, source in (("mask", args.mask), ("PSF", args.psf), ("guide", args.guide)):
+        for output in outputs if source is not None else ():
+            # An existing output counts as done: a file the batch reads must not stand in for one.
+            if output.exists() and os.path.samefile(output, source):
+                raise ValueError(f"the output {output} is the {what} file {source}; choose another output folder")
     progress = not args.quiet
     if args.scheduler is not None:
         from dask.distributed import Client

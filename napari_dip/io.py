@@ -174,11 +174,9 @@ def _check_pil(path: Path, shape: tuple[int, ...], dtype: np.dtype, low: float, 
         what = "16-bit grayscale only" if suffix == ".png" else "8-bit images only"
         raise ValueError(f"{name} holds {what}; write {path.stem}.tif for a 16-bit image of shape {shape}")
     if np.issubdtype(dtype, np.floating):
-        if not 0 <= low <= high <= 1:
-            raise ValueError(
-                f"{name} cannot hold float values in [{low:g}, {high:g}]; write {path.stem}.tif to keep them"
-            )
-        return
+        # Not even in [0, 1]: rounded to 8 bits, the result would lose its dtype and every pixel
+        # inpainting keeps would change.
+        raise ValueError(f"{name} cannot hold float values in [{low:g}, {high:g}]; write {path.stem}.tif to keep them")
     raise ValueError(f"{name} cannot hold a {dtype} image; write {path.stem}.tif instead")
 
 
@@ -190,7 +188,7 @@ def check_holds(path: str | Path, image: np.ndarray) -> None:
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
-    """Write ``image``; TIFF keeps any dtype, PNG keeps uint8 and 16-bit grayscale, JPEG uint8."""
+    """Write ``image``; TIFF keeps any dtype, PNG keeps uint8, bool and 16-bit grayscale, JPEG uint8."""
     path = Path(path)
     suffix = check_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,8 +202,6 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     from PIL import Image
 
     _check_pil(path, image.shape, image.dtype, float(image.min()), float(image.max()))
-    if np.issubdtype(image.dtype, np.floating):
-        image = np.rint(image * 255).astype(np.uint8)
     Image.fromarray(image).save(path)
 
 
@@ -240,12 +236,10 @@ def check_output(
     suffix = check_format(path)
     like = np.asarray(like)
     # The input's own fault first: NaN would otherwise read as a value range no format holds.
-    # (core.arrays.check_finite's sentence, without importing the core, which imports torch.)
     if np.issubdtype(like.dtype, np.inexact) and not np.isfinite(like).all():
-        raise ValueError(
-            f"the image contains {int(np.count_nonzero(~np.isfinite(like)))} NaN or infinite value(s); "
-            "replace them (or mask them for inpainting) before restoring"
-        )
+        from .core.arrays import check_finite  # core.arrays imports numpy only, not torch
+
+        check_finite(like)
     for what, source in (reads or {}).items():
         if source is not None and _same_file(path, Path(source)):
             raise ValueError(f"the output {path} is the {what} file {source}; choose another output name")
@@ -285,13 +279,27 @@ def read_array(path: str | Path, what: str) -> np.ndarray:
         ) from None
 
 
+def colour_collapsed(mask: np.ndarray) -> np.ndarray:
+    """A mask image's colour channels (a last axis of 3 or 4) as one: nonzero colour marks a
+    pixel, the alpha channel is ignored (an opaque one would mark everything). Anything else (a
+    plane, or a stack of planes) is returned as it is."""
+    if mask.ndim >= 3 and mask.shape[-1] in (3, 4):
+        return mask[..., :3].max(axis=-1)
+    return mask
+
+
 def read_psf(path: str | Path) -> np.ndarray:
-    """A PSF from a .npy array or an image file (colour channels averaged)."""
+    """A PSF from a .npy array or an image file (the colour channels of an RGB(A) image averaged,
+    alpha left out); anything but one plane is refused, naming the file."""
     psf = read_array(path, "PSF")
     if Path(path).suffix.lower() == ".npy":
         return psf
     psf = psf.astype(np.float64)
-    return psf.mean(axis=-1) if psf.ndim == 3 else psf
+    if psf.ndim == 3 and psf.shape[-1] in (3, 4):
+        psf = psf[..., :3].mean(axis=-1)
+    if psf.ndim != 2:
+        raise ValueError(f"the PSF must be one 2D image, but {path} holds shape {psf.shape}; save a single plane")
+    return psf
 
 
 def sample_image(name: str, size: int | None = None) -> np.ndarray:

@@ -233,6 +233,18 @@ def _stack_tiff(d: Path) -> Path:
     return _tiff(d / "s.tif", np.full((2, 16, 16), 100, np.uint8))
 
 
+def _in_outdir(d: Path, name: str, make) -> Path:
+    """``make`` called on ``d / "out"``: a file already in a batch's output folder."""
+    (d / "out").mkdir(exist_ok=True)
+    return make(d / "out", name)
+
+
+def _stem_twins(d: Path) -> list[str]:
+    """A 2D image and a stack whose outputs would both be OUTDIR/img.tif."""
+    return [str(_tiff(d / "img.tif", np.full((16, 16), 9, np.uint8))),
+            str(_tiff(d / "img.v2.tif", np.full((2, 16, 16), 9, np.uint8)))]
+
+
 # (arguments made in a folder, what the one line must say). Nothing may be written or changed.
 CLI_REFUSALS = [
     # 1. no output replaces a file the command reads
@@ -271,6 +283,29 @@ CLI_REFUSALS = [
                  r"PNG holds 16-bit grayscale only; write o\.tif for a 16-bit image", id="uint16-rgb-to-png"),
     pytest.param(lambda d: [str(_tiff(d / "g16.tif", np.full((32, 32), 4000, np.uint16))), "-o", str(d / "o.jpg")],
                  r"JPEG holds 8-bit images only; write o\.tif", id="uint16-to-jpeg"),
+    pytest.param(lambda d: [str(_tiff(d / "f.tif", np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32))),
+                            "-o", str(d / "o.png")],
+                 r"PNG cannot hold float values in \[0, 1\]; write o\.tif to keep them", id="float-in-0-1-to-png"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.jpg"), "--task", "inpaint", "--mask", str(_mask(d))],
+                 r"^napari-dip: error: JPEG is lossy, so .*o\.jpg would change the pixels inpainting keeps exactly; "
+                 r"write o\.png or \.tif \(or add --keep-raw", id="inpaint-to-jpeg"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--task", "deblur", "--psf", str(_stack_tiff(d))],
+                 r"^napari-dip: error: the PSF must be one 2D image, but .*s\.tif holds shape \(2, 16, 16\); save a "
+                 r"single plane$", id="psf-stack"),
+    pytest.param(lambda d: ["--sample", "camera", "--size", "32", "-o", str(d / "o.png"), "--set", "chanels=8"],
+                 r"^napari-dip: error: --set chanels: unknown setting", id="sample-copy-not-written-when-refused"),
+    pytest.param(lambda d: ["batch", *_stem_twins(d), "-o", str(d / "out"), "--workers", "0"],
+                 r"^napari-dip: error: the inputs .*img\.tif and .*img\.v2\.tif would both be written to "
+                 r".*out/img\.tif; rename one$", id="batch-image-and-stack-share-an-output"),
+    pytest.param(lambda d: ["batch", str(_gray(d)), "-o", str(d / "out"), "--workers", "0", "--task", "inpaint",
+                            "--mask", str(_in_outdir(d, "g.png", _mask))],
+                 r"^napari-dip: error: the output .*out/g\.png is the mask file .*out/g\.png; choose another output",
+                 id="batch-mask-stands-where-an-output-goes"),
+    pytest.param(lambda d: ["batch", str(_gray(d)), "-o", str(d / "out"), "--workers", "0", "--task", "sr",
+                            "--scale", "2", *([] if _in_outdir(d, "g.png", _gray) else [])],
+                 r"^napari-dip: error: .*out/g\.png exists with shape \(32, 32\), but this job writes shape "
+                 r"\(64, 64\) there \(from another task or scale\?\); remove it or choose another output folder$",
+                 id="batch-rerun-with-another-scale"),
     # 7. smaller ones
     pytest.param(_npz_psf, r"unsupported PSF file type '\.npz' .*save the PSF as a \.npy array", id="psf-npz"),
     pytest.param(lambda d: ["--sample", "camera", "--size", "0", "-o", str(d / "o.png")],
@@ -456,6 +491,43 @@ def test_bad_output_fails_before_the_fit(tmp_path):
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "is a folder" in done.stderr
     assert done.stdout == "" and not (tmp_path / "out_input.png").exists()
+
+
+@pytest.mark.parametrize("command", ["restore", "batch"])
+def test_a_mask_per_plane_of_a_stack_is_read_as_one(tmp_path, command):
+    """A 3-plane mask TIFF for a 3-plane stack: each plane filled where its own mask says, and
+    every other pixel exactly as it was (its last axis is not taken for colour channels)."""
+    stack = (np.random.default_rng(0).random((3, 24, 24)) * 255).astype(np.uint8)
+    mask = np.zeros((3, 24, 24), np.uint8)
+    for plane in range(3):
+        mask[plane, 4 + 5 * plane:9 + 5 * plane, 6:12] = 255
+    source = _tiff(tmp_path / "s.tif", stack, photometric="minisblack")
+    mask_file = _tiff(tmp_path / "m.tif", mask, photometric="minisblack")
+    args = (["batch", str(source), "-o", str(tmp_path / "out"), "--workers", "0"] if command == "batch"
+            else [str(source), "-o", str(tmp_path / "out" / "s.tif")])
+    done = _cli([*args, "--task", "inpaint", "--mask", str(mask_file), "--set", "channels=8",
+                 "--set", "skip_channels=2", "--set", "scales=2", "--threads", "1"], timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = tifffile.imread(tmp_path / "out" / "s.tif")
+    assert result.shape == stack.shape and result.dtype == stack.dtype
+    np.testing.assert_array_equal(result[mask == 0], stack[mask == 0])
+    assert not np.array_equal(result[mask > 0], stack[mask > 0])
+
+
+def test_iterations_and_non_finite_values_are_refused_with_a_fix_that_works():
+    from napari_dip.core import restore
+
+    image = np.zeros((16, 16), np.float32)
+    with pytest.raises(ValueError, match=r"^iterations must be at most 10000000, got 100000000000$"):
+        restore(image, iterations=10**11)
+    image[3, 3] = np.nan
+    with pytest.raises(ValueError, match=r"^the image contains 1 NaN .*replace them with numbers before restoring "
+                                         r"\(to have them filled, give them any value and mark them in an inpainting"):
+        restore(image, iterations=1)
+    psf = np.ones((3, 3))
+    psf[1, 1] = np.inf
+    with pytest.raises(ValueError, match=r"^the PSF contains 1 NaN or infinite value\(s\); replace them with numbers$"):
+        restore(np.zeros((16, 16), np.float32), "deblur", psf=psf, iterations=1)
 
 
 def test_rgba_mask_alpha_is_ignored(tmp_path):

@@ -17,10 +17,16 @@ def check_finite(array: np.ndarray, name: str = "image") -> None:
     if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
         bad = ~np.isfinite(array)
         if bad.any():
-            raise ValueError(
-                f"the {name} contains {int(bad.sum())} NaN or infinite value(s); "
-                "replace them (or mask them for inpainting) before restoring"
-            )
+            raise ValueError(f"the {name} contains {int(bad.sum())} NaN or infinite value(s); {finite_fix(name)}")
+
+
+def finite_fix(name: str) -> str:
+    """What to do about NaN or infinite values in ``name`` (the image, the PSF, the guide...)."""
+    if name == "image":
+        # Inpainting fits the known pixels only, but reads the range and dtype of every pixel.
+        return ("replace them with numbers before restoring (to have them filled, give them any value "
+                "and mark them in an inpainting mask)")
+    return "replace them with numbers"
 
 
 def to_channels_first(image: np.ndarray, channel_axis: int | None, spatial_dims: int = 2) -> np.ndarray:

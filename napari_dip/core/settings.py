@@ -50,8 +50,10 @@ def _one_of(value, name: str, choices: tuple[str, ...]) -> str:
 
 
 # Field -> how it is checked; every field of Settings has a line.
+# Ten million steps is days of fitting even on a GPU: more is a typing slip, refused at once.
+MAX_ITERATIONS = 10_000_000
 _INTEGERS = {
-    "iterations": (1, None), "input_depth": (1, 4096), "channels": (1, 4096), "scales": (1, 12),
+    "iterations": (1, MAX_ITERATIONS), "input_depth": (1, 4096), "channels": (1, 4096), "scales": (1, 12),
     "skip_channels": (0, 4096), "stop_window": (2, None), "stop_patience": (1, None),
     "min_iterations": (0, None), "checkpoint_every": (1, None), "stop_band": (1, 4096),
 }
