@@ -105,11 +105,16 @@ def read_image(path: str | Path) -> np.ndarray:
             image = Image.open(path)
         except Image.DecompressionBombError:
             check_pixels(path, None)
+        except (Image.UnidentifiedImageError, OSError, ValueError) as error:
+            raise ValueError(f"{path} cannot be read as an image ({error}); check the file") from None
     with image:
         check_pixels(path, image.width * image.height, (image.height, image.width))
-        if image.mode in ("P", "CMYK", "LA", "PA", "YCbCr"):
-            image = image.convert("RGBA" if "A" in image.mode else "RGB")
-        return np.asarray(image)
+        try:
+            if image.mode in ("P", "CMYK", "LA", "PA", "YCbCr"):
+                image = image.convert("RGBA" if "A" in image.mode else "RGB")
+            return np.asarray(image)
+        except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt pixel data
+            raise ValueError(f"{path} cannot be read ({error}); check that it was written completely") from None
 
 
 @contextmanager
@@ -343,6 +348,9 @@ def sample_input(
 
         factor = scale or 4
         h, w = clean.shape[:2]
+        if min(h, w) < factor:
+            raise ValueError(f"a {w}×{h} sample shrunk ×{factor} has no pixels left; give --size {8 * factor} "
+                             "or more, or a smaller --scale")
         low = Image.fromarray(clean).resize((w // factor, h // factor), Image.LANCZOS)
         return np.asarray(low), None
     return clean, mask

@@ -239,6 +239,12 @@ def _in_outdir(d: Path, name: str, make) -> Path:
     return make(d / "out", name)
 
 
+def _truncated_png(d: Path) -> Path:
+    whole = _gray(d, "whole.png").read_bytes()
+    (d / "cut.png").write_bytes(whole[: len(whole) // 2])
+    return d / "cut.png"
+
+
 def _stem_twins(d: Path) -> list[str]:
     """A 2D image and a stack whose outputs would both be OUTDIR/img.tif."""
     return [str(_tiff(d / "img.tif", np.full((16, 16), 9, np.uint8))),
@@ -294,6 +300,13 @@ CLI_REFUSALS = [
                  r"single plane$", id="psf-stack"),
     pytest.param(lambda d: ["--sample", "camera", "--size", "32", "-o", str(d / "o.png"), "--set", "chanels=8"],
                  r"^napari-dip: error: --set chanels: unknown setting", id="sample-copy-not-written-when-refused"),
+    pytest.param(lambda d: [str(_truncated_png(d)), "-o", str(d / "o.png")],
+                 r"^napari-dip: error: .*cut\.png cannot be read \(image file is truncated\); check that it was "
+                 r"written completely$", id="truncated-png"),
+    pytest.param(lambda d: ["--sample", "camera", "--size", "32", "--task", "sr", "--scale", "64",
+                            "-o", str(d / "o.png")],
+                 r"^napari-dip: error: a 32×32 sample shrunk ×64 has no pixels left; give --size 512 or more",
+                 id="sample-smaller-than-the-scale"),
     pytest.param(lambda d: ["batch", *_stem_twins(d), "-o", str(d / "out"), "--workers", "0"],
                  r"^napari-dip: error: the inputs .*img\.tif and .*img\.v2\.tif would both be written to "
                  r".*out/img\.tif; rename one$", id="batch-image-and-stack-share-an-output"),
