@@ -126,6 +126,10 @@ def _options(args: argparse.Namespace, **inputs):
     """The run's options from the command line's (``inputs``: the mask and PSF arrays read)."""
     from .core import RestoreOptions
 
+    if args.keep_raw and args.task != "inpaint":
+        raise ValueError(
+            f"--keep-raw is for inpainting (it keeps the network's output everywhere), not --task {args.task}"
+        )
     return RestoreOptions(
         task=args.task, scale=args.scale, preset=args.preset, iterations=args.iterations, seed=args.seed,
         device=args.device, threads=args.threads, preview_seconds=None, tile_size=args.tile_size,
@@ -245,6 +249,10 @@ def _restore(args: argparse.Namespace) -> int:
     io.check_format(args.output)
     if args.volume:
         _check_volume_files(args)
+    given = [flag for flag, value in (("--size", args.size), ("--noise", args.noise)) if value is not None]
+    if args.input is not None and given:
+        verb, them = ("shapes", "it") if len(given) == 1 else ("shape", "them")
+        raise ValueError(f"{' and '.join(given)} {verb} the built-in --sample; with an INPUT file, leave {them} out")
     if args.input is not None:
         # A stack without --volume is restored plane by plane, as restore() does.
         image, mask = io.read_image(args.input), None

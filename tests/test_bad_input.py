@@ -300,6 +300,11 @@ CLI_REFUSALS = [
                  r"single plane$", id="psf-stack"),
     pytest.param(lambda d: ["--sample", "camera", "--size", "32", "-o", str(d / "o.png"), "--set", "chanels=8"],
                  r"^napari-dip: error: --set chanels: unknown setting", id="sample-copy-not-written-when-refused"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--noise", "10"],
+                 r"^napari-dip: error: --noise shapes the built-in --sample; with an INPUT file, leave it out$",
+                 id="noise-without-sample"),
+    pytest.param(lambda d: [str(_gray(d)), "-o", str(d / "o.png"), "--keep-raw"],
+                 r"^napari-dip: error: --keep-raw is for inpainting .*not --task denoise$", id="keep-raw-denoise"),
     pytest.param(lambda d: [str(_truncated_png(d)), "-o", str(d / "o.png")],
                  r"^napari-dip: error: .*cut\.png cannot be read \(image file is truncated\); check that it was "
                  r"written completely$", id="truncated-png"),
@@ -529,6 +534,9 @@ def test_a_mask_per_plane_of_a_stack_is_read_as_one(tmp_path, command):
 
 def test_iterations_and_non_finite_values_are_refused_with_a_fix_that_works():
     from napari_dip.core import restore
+
+    with pytest.raises(ValueError, match=r"^the mask must hold numbers or booleans \(nonzero = fill\), not <U1"):
+        restore(np.zeros((16, 16), np.uint8), "inpaint", mask=np.full((16, 16), "a"), iterations=1)
 
     image = np.zeros((16, 16), np.float32)
     with pytest.raises(ValueError, match=r"^iterations must be at most 10000000, got 100000000000$"):

@@ -93,6 +93,9 @@ def spatial_mask(mask: Any, spatial: tuple[int, ...]) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.shape != tuple(spatial):
         raise ValueError(f"mask shape {mask.shape} does not match the image's spatial shape {tuple(spatial)}")
+    if not (np.issubdtype(mask.dtype, np.bool_) or np.issubdtype(mask.dtype, np.integer)
+            or np.issubdtype(mask.dtype, np.floating)):
+        raise ValueError(f"the mask must hold numbers or booleans (nonzero = fill), not {mask.dtype} values")
     check_finite(mask, "mask")
     fill = mask != 0
     if not fill.any():
