@@ -524,10 +524,25 @@ class RestorationWidget(QWidget):
         if self._busy:
             return
         active = self._viewer.layers.selection.active
-        if isinstance(active, Image):
+        if isinstance(active, Image) and self._looks_like_psf(active):
+            # Deblurring: a small 2D layer (a kernel just added or picked) is the PSF, and the
+            # image being deblurred stays the image.
+            self.psf_picker.set_value(active)
+        elif isinstance(active, Image):
             self.image_picker.set_value(active)
         elif isinstance(active, Labels):
             self.mask_picker.set_value(active)
+
+    def _looks_like_psf(self, layer: Image) -> bool:
+        """Deblurring, and ``layer`` is 2D gray and at most a quarter of the chosen image's
+        height and width: a blur kernel, not an image to restore."""
+        image = self.image_picker.value()
+        if not task_spec(self._current_task()[0]).needs_psf or image is None or layer is image:
+            return False
+        if layer.rgb or layer.multiscale or layer.data.ndim != 2 or image.multiscale:
+            return False
+        spatial = image.data.shape[-3:-1] if image.rgb else image.data.shape[-2:]
+        return all(4 * k <= n for k, n in zip(layer.data.shape, spatial, strict=True))
 
     def _mask_scores(self, image: Image) -> list[tuple[Labels, tuple[bool, bool]]]:
         """The labels layers that may be the image's mask, with how well each suits it."""
@@ -1122,6 +1137,9 @@ class RestorationWidget(QWidget):
         layer = self.psf_picker.value()
         if layer is None:
             raise ValueError("deblurring needs a PSF: pick the image layer that holds the blur kernel")
+        if layer is self.image_picker.value():
+            raise ValueError(f"the PSF {layer.name!r} is the image being deblurred: pick the layer that holds "
+                             "the blur kernel (a small image)")
         psf = np.asarray(layer.data, dtype=np.float64)
         if psf.ndim != 2:
             raise ValueError(f"the PSF layer {layer.name!r} must be 2D, got shape {psf.shape}")
@@ -1187,7 +1205,7 @@ class RestorationWidget(QWidget):
         layer = self._live_preview_layer()
         self._preview_layer = None
         if layer is None:  # the user deleted the preview layer during the run
-            add_image_quietly(self._viewer, data, meta)
+            layer = add_image_quietly(self._viewer, data, meta)
         else:
             # The preview layer becomes the result: no second layer creation (about 0.1 s of
             # vispy set-up on the GUI thread), and it keeps its place, visibility and selection.
@@ -1196,6 +1214,7 @@ class RestorationWidget(QWidget):
             layer.metadata = meta["metadata"]
             layer.name = meta["name"]
             layer.visible = True
+        name = layer.name  # napari adds " [1]" where the name is taken: say the one the layer got
         if isinstance(result, Kept):
             event = result.event
             if not self._run_auto and event.part is None:
@@ -1205,16 +1224,16 @@ class RestorationWidget(QWidget):
                      if event.part and not _last_part(event.part) else "")
             self.status.setText(
                 f"Stopped at {where}iteration {event.iteration} / {event.iterations} after "
-                f"{_format_seconds(event.elapsed)}; {plan.name!r} keeps the result so far.{later}"
+                f"{_format_seconds(event.elapsed)}; {name!r} keeps the result so far.{later}"
             )
-            show_info(f"napari-dip: stopped at iteration {event.iteration}; {plan.name!r} keeps the result so far")
+            show_info(f"napari-dip: stopped at iteration {event.iteration}; {name!r} keeps the result so far")
             return
         # Finished: a full bar (a run in parts counts in shares of the run, not in iterations).
         self.progress.setValue(self.progress.maximum())
         parts = len(result.parts or [])
         counted = f"{result.iterations} iterations" + (f" over {parts} parts" if parts > 1 else "")
         self.status.setText(f"Done: {counted} in {_format_seconds(result.elapsed)} ({result.stop_message}).")
-        show_info(f"napari-dip: {plan.name!r} is ready: {result.iterations} iterations in "
+        show_info(f"napari-dip: {name!r} is ready: {result.iterations} iterations in "
                   f"{_format_seconds(result.elapsed)}")
         estimate = self._run_estimate
         if estimate is not None and result.plan == "one fit" and not plan.volume and not estimate.compile_seconds:
@@ -1274,7 +1293,7 @@ class RestorationWidget(QWidget):
         low, high = min(result.iterations), max(result.iterations)
         iterations = f"{low} iterations each" if low == high else f"{low} to {high} iterations per plane"
         self.status.setText(f"Done: {stack.planes} planes in {_format_seconds(result.elapsed)} ({iterations}).")
-        show_info(f"napari-dip: {self._plan.name!r} is ready: {stack.planes} planes in "
+        show_info(f"napari-dip: {stack.name!r} is ready: {stack.planes} planes in "
                   f"{_format_seconds(result.elapsed)}")
 
     def _on_stack_errored(self, exc: Exception) -> None:

@@ -194,6 +194,11 @@ class StackResultLayer:
         meta["contrast_limits"] = contrast_limits_for(first_plane, plan.contrast_limits)
         self._layer: Image | None = add_image_quietly(viewer, data, meta)
 
+    @property
+    def name(self) -> str:
+        """The result layer's name, as napari made it unique (" [1]" where the plan's was taken)."""
+        return self._layer.name if self._layer is not None else self._plan.name
+
     def live_layer(self) -> Image | None:
         """The result layer, unless the user has deleted it during the run."""
         layer = self._layer

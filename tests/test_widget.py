@@ -300,6 +300,27 @@ def test_missing_inputs_are_notifications(viewer, qtbot):
     assert not widget.running
 
 
+def test_a_kernel_added_for_deblurring_becomes_the_psf_and_the_image_stays(viewer, qtbot):
+    viewer.add_image(np.random.default_rng(0).random((48, 48)).astype(np.float32), name="blurred")
+    widget = make_widget(viewer)
+    configure(widget, task="deblur", iterations=2)
+    widget.psf_picker.set_value(viewer.layers["blurred"])
+    before = len(notification_manager.records)
+    widget.run()
+    assert "the PSF 'blurred' is the image being deblurred" in new_errors(before)[0] and not widget.running
+    kernel = np.outer(*(2 * [np.exp(-np.linspace(-2, 2, 9) ** 2)]))
+    viewer.add_image(kernel / kernel.sum(), name="psf 9x9")  # napari selects a layer it adds
+    assert widget.image_picker.value().name == "blurred"
+    assert widget.psf_picker.value().name == "psf 9x9"
+    # A second run's layer is renamed by napari (" [1]"): the messages name the layer it got.
+    for _ in range(2):
+        before = len(notification_manager.records)
+        run_to_end(qtbot, widget)
+    assert [layer.name for layer in viewer.layers][-2:] == ["blurred (DIP deblur)", "blurred (DIP deblur) [1]"]
+    notes = [str(n.message) for n in notification_manager.records[before:]]
+    assert any("'blurred (DIP deblur) [1]' is ready" in note for note in notes), notes
+
+
 def test_new_mask_matches_the_image_and_starts_painting(viewer):
     viewer.add_image(np.zeros((2, 40, 30), dtype=np.uint16), name="stack", scale=(5, 0.5, 0.25), translate=(0, 3, 4))
     widget = make_widget(viewer)
