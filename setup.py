@@ -42,7 +42,7 @@ setup(
         "benchmarks": ["opencv-python-headless", "bm3d"],
     },
     entry_points={
-        "console_scripts": ["napari-dip=napari_dip.cli:main"],
+        "console_scripts": ["napari-dip=napari_dip.cli:run"],
         "napari.manifest": ["napari-dip = napari_dip:napari.yaml"],
     },
     classifiers=[

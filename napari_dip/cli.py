@@ -16,7 +16,9 @@ import argparse
 import importlib.util
 import os
 import re
+import signal
 import sys
+import threading
 from contextlib import redirect_stderr
 from io import StringIO
 from pathlib import Path
@@ -234,13 +236,70 @@ def main(argv: list[str] | None = None) -> int:
         if lines:
             print(lines[-1], file=sys.stderr)
         raise
+    _INTERRUPTED.clear()
+    _HANDLED.clear()
+    own = threading.current_thread() is threading.main_thread()
+    previous = (signal.signal(signal.SIGINT, _on_interrupt), sys.unraisablehook) if own else None
+    if own:
+        sys.unraisablehook = _quiet_interrupts
     try:
         return {"restore": _restore, "batch": _batch, "invert": _invert}[args.command](args)
     except (ValueError, FileNotFoundError, OSError) as error:
         return _fail(str(error))
     except KeyboardInterrupt:
-        print("napari-dip: interrupted; no unfinished output was written", file=sys.stderr)
+        _HANDLED.set()
+        print(INTERRUPTED_LINE, file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous[0])
+            sys.unraisablehook = previous[1]
+
+
+# Ctrl-C raises KeyboardInterrupt wherever Python happens to be; inside a weakref callback (torch's
+# compiler runs many) Python only reports it as "Exception ignored" and goes on, and the run with
+# it, for the minute a first compile takes. So the flag outlives the exception (the run stops at
+# its next step), and a run that has not ended a moment after Ctrl-C is left at once: nothing
+# unfinished is ever written (outputs are written whole, then renamed).
+INTERRUPTED_LINE = "napari-dip: interrupted; no unfinished output was written"
+_INTERRUPTED = threading.Event()
+_HANDLED = threading.Event()
+_GRACE_SECONDS = 2.0
+
+
+def _on_interrupt(signum, frame) -> None:
+    if not _INTERRUPTED.is_set():
+        _INTERRUPTED.set()
+        watchdog = threading.Timer(_GRACE_SECONDS, _leave_unless_handled)
+        watchdog.daemon = True
+        watchdog.start()
+    raise KeyboardInterrupt
+
+
+def _leave_unless_handled() -> None:
+    if not _HANDLED.is_set():
+        print(INTERRUPTED_LINE, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+
+def _quiet_interrupts(unraisable) -> None:
+    """A KeyboardInterrupt swallowed in a callback is ours to act on, not a traceback to show."""
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
+def _interruptible(run):
+    """``run``'s events and result, ended at the first step after a Ctrl-C that was swallowed."""
+    while True:
+        try:
+            event = next(run)
+        except StopIteration as done:
+            return done.value
+        if _INTERRUPTED.is_set():
+            run.close()
+            raise KeyboardInterrupt
+        yield event
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -277,7 +336,7 @@ def _restore(args: argparse.Namespace) -> int:
         sample_copy = args.output.with_name(args.output.stem + "_input" + args.output.suffix)
         io.check_output(sample_copy, image, reads=reads)
         write_atomically(sample_copy, image)
-    result = consume(restore_iter(image, options=options), progress=not args.quiet)
+    result = consume(_interruptible(restore_iter(image, options=options)), progress=not args.quiet)
     write_atomically(args.output, result.image)
     shape = result.image.shape
     # Width × height for an image; depth × height × width for a volume, as its axes are stored.
@@ -387,7 +446,7 @@ def _invert(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, threads=args.threads, preview_seconds=None,
         advanced=_invert_advanced(args.set),
     )
-    result = consume(invert_iter(image, args.network, weights=args.weights, options=options),
+    result = consume(_interruptible(invert_iter(image, args.network, weights=args.weights, options=options)),
                      progress=not args.quiet)
     write_atomically(args.output, result.image)
     where = f"layer {result.layer}" if result.layer is not None else "the network's output"
@@ -401,5 +460,21 @@ def _invert(args: argparse.Namespace) -> int:
     return 0
 
 
+def run() -> None:
+    """The ``napari-dip`` command: :func:`main`, then exit with its code.
+
+    After Ctrl-C the process leaves at once: exiting normally would wait for torch's compile
+    workers (a first compile runs in a pool of them) to finish what they were given, which on a
+    busy machine took over a minute. Nothing unfinished was written (outputs are written whole,
+    then renamed), so there is nothing left to clean up.
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

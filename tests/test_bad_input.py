@@ -594,6 +594,46 @@ def test_ctrl_c_exits_130_with_one_line_and_no_output(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["o_input.png"]
 
 
+SWALLOWING_RUN = """
+import sys, time, weakref
+import napari_dip.core
+
+def swallowing_run(image, options=None, **kwargs):
+    # Like a first torch.compile: Ctrl-C lands in a weakref callback, where Python only reports it.
+    class Thing:
+        pass
+    print("started", flush=True)
+    while True:
+        thing = Thing()
+        ref = weakref.ref(thing, lambda ref: time.sleep(0.2))
+        del thing
+    yield
+
+napari_dip.core.restore_iter = swallowing_run
+from napari_dip.cli import run
+sys.argv = ["napari-dip", "restore", "--sample", "camera", "--size", "32", "-o", sys.argv[1], "--quiet"]
+run()
+"""
+
+
+def test_ctrl_c_swallowed_by_a_callback_still_ends_the_run_at_once(tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", SWALLOWING_RUN, str(tmp_path / "o.png")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        assert process.stdout.readline().strip() == "started"
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert time.monotonic() - start < 10
+    assert process.returncode == 130
+    assert stderr.strip().splitlines() == ["napari-dip: interrupted; no unfinished output was written"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["o_input.png"]
+
+
 def test_batch_refuses_a_tiff_bomb_per_item(tmp_path):
     """Batch reads TIFFs lazily, but one strip claiming 100000² pixels would be read whole."""
     source = _tiff_claiming(tmp_path / "bomb.tif", 100_000, 100_000)
