@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--image", default="retina")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--iterations", type=int, help="the DIP cap (default: the preset's)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sr_large"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "sr_large")
     args = parser.parse_args()
 
     from napari_dip.core import restore_iter

@@ -9,12 +9,19 @@ worker, a killed client, a power cut after the rename) resumes where it stopped.
 is reported with its error and does not stop the others. When all planes of a stack are done
 they are assembled, one plane at a time, into one TIFF stack.
 
+A rerun skips only what the same job wrote: OUTDIR's ``.napari-dip-job.json`` records, for every
+output, the settings that made it (task, scale, preset, iterations, seed, mask, ...; not threads,
+device or the memory budget, which change how fast, not what). An output that another job wrote
+is refused before any work, with the setting that differs, instead of being kept as this job's.
+
 Workers read their own inputs and write their own outputs, so on a cluster INPUTS and OUTDIR
 must be on a file system every worker sees.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 import uuid
@@ -48,6 +55,9 @@ __all__ = [
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 _PARTIAL = ".partial-"
+JOB_FILE = ".napari-dip-job.json"
+# Options that change how fast a result comes, not what it is: left out of a job's record.
+_NOT_RESULT = ("threads", "device", "preview_seconds", "preview_iterations", "memory_limit")
 _WORKERS_PER_CORE = 4
 
 
@@ -85,6 +95,8 @@ class BatchStack:
 class BatchPlan:
     items: list[BatchItem]
     stacks: list[BatchStack]
+    outdir: Path | None = None
+    job: dict | None = None  # job_record of the options it was planned with
 
 
 @dataclass
@@ -250,7 +262,93 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path, options: RestoreOpt
         other = owners.setdefault(output, source)
         if other != source:
             raise ValueError(f"the inputs {other} and {source} would both be written to {output}; rename one")
-    return BatchPlan(items, stacks)
+    job = job_record(options) if options is not None else None
+    _check_same_job(outdir, job, [item.output for item in items] + [stack.output for stack in stacks])
+    return BatchPlan(items, stacks, outdir, job)
+
+
+def job_record(options: RestoreOptions) -> dict:
+    """The settings that decide what a batch writes, as plain JSON values; the mask, PSF and
+    guide arrays by a digest of their contents."""
+    values = {name: value for name, value in options.to_dict().items() if name not in _NOT_RESULT}
+    for name in ("mask", "psf", "guide"):
+        array = getattr(options, name)
+        values[name] = None if array is None else _digest(np.asarray(array))
+    return json.loads(json.dumps(values, sort_keys=True, default=str))
+
+
+def _digest(array: np.ndarray) -> str:
+    digest = hashlib.sha256(f"{array.shape} {array.dtype.str}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _job_key(job: dict) -> str:
+    return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_jobs(outdir: Path) -> dict:
+    path = outdir / JOB_FILE
+    if not path.is_file():
+        return {"jobs": {}, "outputs": {}}
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record.get("jobs"), dict) or not isinstance(record.get("outputs"), dict):
+            raise ValueError
+    except (OSError, ValueError, AttributeError):
+        raise ValueError(
+            f"{path} (which records what made each output in {outdir}) cannot be read; "
+            "remove it, and the outputs it described, or choose another output folder"
+        ) from None
+    return record
+
+
+def _check_same_job(outdir: Path, job: dict | None, outputs: list[Path]) -> None:
+    """Refuse before any work when an existing output here was written by another job."""
+    if job is None:
+        return
+    record = _read_jobs(outdir)
+    ours = _job_key(job)
+    for output in outputs:
+        key = record["outputs"].get(_relative(output, outdir))
+        if key is None or key == ours or not output.exists():
+            continue
+        theirs = record["jobs"].get(key, {})
+        differs = next((name for name in sorted(set(job) | set(theirs)) if job.get(name) != theirs.get(name)), None)
+        if differs in ("mask", "psf", "guide"):
+            what = f"it was made with another {differs if differs != 'psf' else 'PSF'}"
+        elif differs is not None:
+            what = f"it was made with {differs} {theirs.get(differs)!r}, this job has {job.get(differs)!r}"
+        else:
+            what = "it was made with other settings"
+        raise ValueError(
+            f"{output} is another job's result ({what}); remove it or choose another output folder"
+        )
+
+
+def _relative(output: Path, outdir: Path) -> str:
+    return output.relative_to(outdir).as_posix()
+
+
+def _record_job(plan: BatchPlan, outputs: list[Path]) -> None:
+    """Note in OUTDIR's job file that this job makes ``outputs``, before it makes them."""
+    if plan.job is None or plan.outdir is None or not outputs:
+        return
+    record = _read_jobs(plan.outdir)
+    key = _job_key(plan.job)
+    record["jobs"][key] = plan.job
+    record["outputs"].update({_relative(output, plan.outdir): key for output in outputs})
+    used = set(record["outputs"].values())
+    record["jobs"] = {k: v for k, v in record["jobs"].items() if k in used}
+    plan.outdir.mkdir(parents=True, exist_ok=True)
+    path = plan.outdir / JOB_FILE
+    partial = path.with_name(f"{path.name}{_PARTIAL}{uuid.uuid4().hex}")
+    try:
+        partial.write_text(json.dumps(record, indent=1, sort_keys=True))
+        _sync(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _result_shape(shape: tuple[int, ...] | None, layout, options: RestoreOptions | None) -> tuple[int, ...] | None:
@@ -388,6 +486,9 @@ def run_batch(plan: BatchPlan, options: RestoreOptions, *, client: Any = None, p
             report.skipped.append(item.output)
         else:
             todo.append(item)
+    made_outdir = plan.outdir is not None and not plan.outdir.exists()
+    _record_job(plan, [item.output for item in todo]
+                + [stack.output for stack in plan.stacks if not stack.output.exists()])
     with tqdm(total=len(todo), unit="item", disable=not progress or not todo, dynamic_ncols=True) as bar:
         for item, error in _outcomes(todo, options, client):
             if error is None:
@@ -400,6 +501,11 @@ def run_batch(plan: BatchPlan, options: RestoreOptions, *, client: Any = None, p
         if not stack.output.exists() and all(plane.exists() for plane in stack.planes):
             _assemble(stack)
             report.assembled.append(stack.output)
+    if made_outdir and not report.written and not report.assembled:
+        # Nothing came of it (every item failed): leave no folder behind, as before the run.
+        (plan.outdir / JOB_FILE).unlink(missing_ok=True)
+        if not any(plan.outdir.iterdir()):
+            plan.outdir.rmdir()
     return report
 
 

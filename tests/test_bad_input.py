@@ -656,7 +656,7 @@ def test_batch_fails_a_corrupt_tiff_alone(tmp_path):
         f"napari-dip: failed: {source}: ValueError: {source} is not a readable TIFF file (not a TIFF file: "
         "header=b'hell'); check that it was written completely"
     ]
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["g.png"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [".napari-dip-job.json", "g.png"]
 
 
 def test_pixel_limit_must_be_a_number(tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
 import os
+import re
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +43,12 @@ def reference(inputs, tmp_path_factory) -> dict[str, np.ndarray]:
     outdir = tmp_path_factory.mktemp("reference")
     report = run_batch(plan_batch([inputs], outdir), OPTIONS, progress=False)
     assert not report.failed and len(report.written) == 5
-    return {str(path.relative_to(outdir)): _read(path) for path in outdir.rglob("*.*")}
+    return {str(path.relative_to(outdir)): _read(path) for path in outdir.rglob("*.*") if path.name != batch.JOB_FILE}
 
 
 def _assert_outputs_equal(outdir: Path, reference: dict[str, np.ndarray]) -> None:
-    found = {str(path.relative_to(outdir)) for path in outdir.rglob("*") if path.is_file()}
+    found = {str(path.relative_to(outdir)) for path in outdir.rglob("*")
+             if path.is_file() and path.name != batch.JOB_FILE}
     assert found == set(reference), "missing, extra or left-over temporary files"
     for name, expected in reference.items():
         np.testing.assert_array_equal(_read(outdir / name), expected, err_msg=name)
@@ -160,6 +163,51 @@ def test_cli_batch_runs_serially_and_reports(inputs, tmp_path, capsys):
     assert tifffile.imread(tmp_path / "movie.tif").shape == (3, 32, 32)
     assert main(args) == 0
     assert "0 written, 4 skipped" in capsys.readouterr().out
+
+
+def test_a_rerun_refuses_what_another_job_wrote_and_skips_only_its_own(inputs, tmp_path, capsys):
+    """Same shape, other settings: an existing output is not taken for this job's result."""
+    outdir = tmp_path / "out"
+    one = ["batch", str(inputs / "a.png"), "-o", str(outdir), "--workers", "0", "--iterations", "2", "--quiet"]
+    assert main(one) == 0
+    first = (outdir / "a.png").read_bytes()
+    for extra, message in ((["--seed", "1"], r"it was made with seed 0, this job has 1"),
+                           (["--task", "jpeg"], r"it was made with task 'denoise', this job has 'jpeg'"),
+                           (["--iterations", "3"], r"it was made with iterations 2, this job has 3")):
+        assert main([*one, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert re.search(rf"^napari-dip: error: .*out/a\.png is another job's result \({message}\); "
+                         r"remove it or choose another output folder$", err), err
+        assert (outdir / "a.png").read_bytes() == first
+    # What changes only how fast (threads, device, memory budget) is the same job: skipped.
+    assert main([*one, "--threads", "2", "--device", "cpu", "--memory-limit", "2GB"]) == 0
+    assert "0 written, 1 skipped" in capsys.readouterr().out
+    # Another input's output in the same folder is not in the way of a job with other settings.
+    assert main(["batch", str(inputs / "b.png"), "-o", str(outdir), "--workers", "0", "--iterations", "2",
+                 "--seed", "5", "--quiet"]) == 0
+    assert "1 written" in capsys.readouterr().out
+    # ... and each keeps its own record: both reruns skip.
+    assert main(one) == 0 and "0 written, 1 skipped" in capsys.readouterr().out
+    (outdir / batch.JOB_FILE).write_text("{half")
+    assert main(one) == 2
+    assert re.search(r"\.napari-dip-job\.json \(which records what made each output in .*\) cannot be read; "
+                     "remove it", capsys.readouterr().err)
+
+
+def test_a_rerun_with_another_mask_is_refused(tmp_path):
+    image = (np.random.default_rng(1).random((24, 24)) * 255).astype(np.uint8)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(image).save(tmp_path / "in" / "i.png")
+    mask = np.zeros((24, 24), bool)
+    mask[8:12, 8:12] = True
+    options = RestoreOptions(task="inpaint", mask=mask, iterations=2, threads=1, advanced={"channels": 8, "scales": 2})
+    run_batch(plan_batch([tmp_path / "in"], tmp_path / "out", options), options, progress=False)
+    plan_batch([tmp_path / "in"], tmp_path / "out", options)  # the same mask: fine
+    other = mask.copy()
+    other[0, 0] = True
+    with pytest.raises(ValueError, match=r"i\.png is another job's result \(it was made with another mask\)"):
+        plan_batch([tmp_path / "in"], tmp_path / "out", replace(options, mask=other))
 
 
 def test_cli_batch_exit_codes(inputs, tmp_path, capsys):
