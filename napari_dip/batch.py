@@ -10,8 +10,8 @@ is reported with its error and does not stop the others. When all planes of a st
 they are assembled, one plane at a time, into one TIFF stack.
 
 A rerun skips only what the same job wrote: OUTDIR's ``.napari-dip-job.json`` records, for every
-output, the settings that made it (task, scale, preset, iterations, seed, mask, ...; not threads,
-device or the memory budget, which change how fast, not what). An output that another job wrote
+output once written, what made it (:func:`job_record`: the task and its inputs, the resolved
+settings, the seed; not threads, device or the memory budget). An output that another job wrote
 is refused before any work, with the setting that differs, instead of being kept as this job's.
 
 Workers read their own inputs and write their own outputs, so on a cluster INPUTS and OUTDIR
@@ -24,10 +24,11 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ __all__ = [
     "BatchPlan",
     "BatchReport",
     "plan_batch",
+    "job_record",
     "restore_item",
     "write_atomically",
     "run_batch",
@@ -56,8 +58,10 @@ __all__ = [
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 _PARTIAL = ".partial-"
 JOB_FILE = ".napari-dip-job.json"
-# Options that change how fast a result comes, not what it is: left out of a job's record.
+# Options and settings that change how fast a result comes (or, for the memory budget, in how
+# many tiles), not what is restored: left out of a job's record.
 _NOT_RESULT = ("threads", "device", "preview_seconds", "preview_iterations", "memory_limit")
+_SPEED_ONLY = ("compile", "channels_last")
 _WORKERS_PER_CORE = 4
 
 
@@ -268,13 +272,24 @@ def plan_batch(inputs: list[str | Path], outdir: str | Path, options: RestoreOpt
 
 
 def job_record(options: RestoreOptions) -> dict:
-    """The settings that decide what a batch writes, as plain JSON values; the mask, PSF and
-    guide arrays by a digest of their contents."""
-    values = {name: value for name, value in options.to_dict().items() if name not in _NOT_RESULT}
-    for name in ("mask", "psf", "guide"):
-        array = getattr(options, name)
+    """What decides the outputs a batch writes, as plain JSON values: the task and its inputs
+    (mask as painted/unpainted, PSF normalised as the fit uses it, guide: each by a digest), the
+    settings the preset resolves to, the seed and how the input is read. Left out: what changes
+    only how fast or in how many pieces it runs (threads, device, previews, memory budget,
+    compiling, memory layout)."""
+    values = {name: value for name, value in options.to_dict().items()
+              if name not in _NOT_RESULT + ("preset", "iterations", "advanced", "keep_known")}
+    values["settings"] = {name: value for name, value in asdict(options.settings).items() if name not in _SPEED_ONLY}
+    values["keep_known"] = options.keeps_known
+    mask = None if options.mask is None else np.asarray(options.mask) != 0
+    psf = None if options.psf is None else np.asarray(options.psf, np.float64) / np.sum(options.psf)
+    for name, array in (("mask", mask), ("psf", psf), ("guide", options.guide)):
         values[name] = None if array is None else _digest(np.asarray(array))
-    return json.loads(json.dumps(values, sort_keys=True, default=str))
+    return json.loads(_canonical(values))
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _digest(array: np.ndarray) -> str:
@@ -284,7 +299,7 @@ def _digest(array: np.ndarray) -> str:
 
 
 def _job_key(job: dict) -> str:
-    return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(_canonical(job).encode()).hexdigest()[:16]
 
 
 def _read_jobs(outdir: Path) -> dict:
@@ -293,14 +308,48 @@ def _read_jobs(outdir: Path) -> dict:
         return {"jobs": {}, "outputs": {}}
     try:
         record = json.loads(path.read_text())
-        if not isinstance(record.get("jobs"), dict) or not isinstance(record.get("outputs"), dict):
+        jobs, outputs = record["jobs"], record["outputs"]
+        if not (isinstance(jobs, dict) and isinstance(outputs, dict)
+                and all(isinstance(job, dict) for job in jobs.values())
+                and all(isinstance(key, str) and key in jobs for key in outputs.values())):
             raise ValueError
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError):
         raise ValueError(
             f"{path} (which records what made each output in {outdir}) cannot be read; "
             "remove it, and the outputs it described, or choose another output folder"
         ) from None
     return record
+
+
+# The order in which a difference is named: what the user chose first, then the details.
+_FIRST = ("task", "scale", "mask", "psf", "guide", "keep_known", "seed", "volume", "axes", "channel_axis")
+_NAMES = {"psf": "PSF", "keep_known": "keep_known (--keep-raw)"}
+
+
+def _difference(theirs: dict, ours: dict) -> str:
+    """The first setting in which two job records differ, in words."""
+    def differs(a, b) -> bool:
+        return _canonical(a) != _canonical(b)
+
+    def order(name: str) -> tuple[int, str]:
+        return (_FIRST.index(name) if name in _FIRST else len(_FIRST), name)
+
+    for name in sorted(set(theirs) | set(ours), key=order):
+        a, b = theirs.get(name), ours.get(name)
+        if not differs(a, b):
+            continue
+        if name == "settings" and isinstance(a, dict) and isinstance(b, dict):
+            inner = next(key for key in sorted(set(a) | set(b)) if differs(a.get(key), b.get(key)))
+            return f"it was made with {inner} {a.get(inner)!r}, this job has {b.get(inner)!r}"
+        if name in ("mask", "psf", "guide"):
+            label = _NAMES.get(name, name)
+            if a is None:
+                return f"it was made without a {label}, this job has one"
+            if b is None:
+                return f"it was made with a {label}, this job has none"
+            return f"it was made with another {label}"
+        return f"it was made with {_NAMES.get(name, name)} {a!r}, this job has {b!r}"
+    return "it was made with other settings"
 
 
 def _check_same_job(outdir: Path, job: dict | None, outputs: list[Path]) -> None:
@@ -313,16 +362,9 @@ def _check_same_job(outdir: Path, job: dict | None, outputs: list[Path]) -> None
         key = record["outputs"].get(_relative(output, outdir))
         if key is None or key == ours or not output.exists():
             continue
-        theirs = record["jobs"].get(key, {})
-        differs = next((name for name in sorted(set(job) | set(theirs)) if job.get(name) != theirs.get(name)), None)
-        if differs in ("mask", "psf", "guide"):
-            what = f"it was made with another {differs if differs != 'psf' else 'PSF'}"
-        elif differs is not None:
-            what = f"it was made with {differs} {theirs.get(differs)!r}, this job has {job.get(differs)!r}"
-        else:
-            what = "it was made with other settings"
         raise ValueError(
-            f"{output} is another job's result ({what}); remove it or choose another output folder"
+            f"{output} is another job's result ({_difference(record['jobs'][key], job)}); "
+            "remove it or choose another output folder"
         )
 
 
@@ -330,25 +372,43 @@ def _relative(output: Path, outdir: Path) -> str:
     return output.relative_to(outdir).as_posix()
 
 
-def _record_job(plan: BatchPlan, outputs: list[Path]) -> None:
-    """Note in OUTDIR's job file that this job makes ``outputs``, before it makes them."""
-    if plan.job is None or plan.outdir is None or not outputs:
-        return
-    record = _read_jobs(plan.outdir)
-    key = _job_key(plan.job)
-    record["jobs"][key] = plan.job
-    record["outputs"].update({_relative(output, plan.outdir): key for output in outputs})
-    used = set(record["outputs"].values())
-    record["jobs"] = {k: v for k, v in record["jobs"].items() if k in used}
-    plan.outdir.mkdir(parents=True, exist_ok=True)
-    path = plan.outdir / JOB_FILE
-    partial = path.with_name(f"{path.name}{_PARTIAL}{uuid.uuid4().hex}")
-    try:
-        partial.write_text(json.dumps(record, indent=1, sort_keys=True))
-        _sync(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+class _JobLog:
+    """Records in OUTDIR's job file that this job made each output, once it exists; written at
+    most every few seconds and at the end, so a batch of thousands does not rewrite it per item.
+    (A client killed in between leaves its last outputs unrecorded: a rerun treats them as made
+    before records were kept, checked by their shape only.)"""
+
+    def __init__(self, outdir: Path | None, job: dict | None, every: float = 5.0) -> None:
+        self.outdir, self.job, self.every = outdir, job, every
+        self.pending: list[Path] = []
+        self.last = time.monotonic()
+
+    def add(self, output: Path) -> None:
+        if self.job is None or self.outdir is None:
+            return
+        self.pending.append(output)
+        if time.monotonic() - self.last >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        self.last = time.monotonic()
+        if not self.pending or not self.outdir.is_dir():
+            return
+        record = _read_jobs(self.outdir)
+        key = _job_key(self.job)
+        record["jobs"][key] = self.job
+        record["outputs"].update({_relative(output, self.outdir): key for output in self.pending})
+        used = set(record["outputs"].values())
+        record["jobs"] = {k: v for k, v in record["jobs"].items() if k in used}
+        path = self.outdir / JOB_FILE
+        partial = path.with_name(f"{path.name}{_PARTIAL}{uuid.uuid4().hex}")
+        try:
+            partial.write_text(json.dumps(record, indent=1, sort_keys=True))
+            _sync(partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+        self.pending.clear()
 
 
 def _result_shape(shape: tuple[int, ...] | None, layout, options: RestoreOptions | None) -> tuple[int, ...] | None:
@@ -486,26 +546,27 @@ def run_batch(plan: BatchPlan, options: RestoreOptions, *, client: Any = None, p
             report.skipped.append(item.output)
         else:
             todo.append(item)
-    made_outdir = plan.outdir is not None and not plan.outdir.exists()
-    _record_job(plan, [item.output for item in todo]
-                + [stack.output for stack in plan.stacks if not stack.output.exists()])
-    with tqdm(total=len(todo), unit="item", disable=not progress or not todo, dynamic_ncols=True) as bar:
-        for item, error in _outcomes(todo, options, client):
-            if error is None:
-                report.written.append(item.output)
-            else:
-                report.failed.append((item.label, _error_line(error)))
-                bar.write(f"failed: {item.label}: {_error_line(error)}")
-            bar.update()
-    for stack in plan.stacks:
-        if not stack.output.exists() and all(plane.exists() for plane in stack.planes):
-            _assemble(stack)
-            report.assembled.append(stack.output)
-    if made_outdir and not report.written and not report.assembled:
-        # Nothing came of it (every item failed): leave no folder behind, as before the run.
-        (plan.outdir / JOB_FILE).unlink(missing_ok=True)
-        if not any(plan.outdir.iterdir()):
-            plan.outdir.rmdir()
+    job = job_record(options)
+    if job != plan.job and plan.outdir is not None:  # run with other options than it was planned with
+        _check_same_job(plan.outdir, job, [item.output for item in plan.items] + [s.output for s in plan.stacks])
+    log = _JobLog(plan.outdir, job)
+    try:
+        with tqdm(total=len(todo), unit="item", disable=not progress or not todo, dynamic_ncols=True) as bar:
+            for item, error in _outcomes(todo, options, client):
+                if error is None:
+                    report.written.append(item.output)
+                    log.add(item.output)
+                else:
+                    report.failed.append((item.label, _error_line(error)))
+                    bar.write(f"failed: {item.label}: {_error_line(error)}")
+                bar.update()
+        for stack in plan.stacks:
+            if not stack.output.exists() and all(plane.exists() for plane in stack.planes):
+                _assemble(stack)
+                report.assembled.append(stack.output)
+                log.add(stack.output)
+    finally:
+        log.flush()  # also when interrupted: what was written is recorded
     return report
 
 

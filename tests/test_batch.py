@@ -189,10 +189,55 @@ def test_a_rerun_refuses_what_another_job_wrote_and_skips_only_its_own(inputs, t
     assert "1 written" in capsys.readouterr().out
     # ... and each keeps its own record: both reruns skip.
     assert main(one) == 0 and "0 written, 1 skipped" in capsys.readouterr().out
-    (outdir / batch.JOB_FILE).write_text("{half")
-    assert main(one) == 2
-    assert re.search(r"\.napari-dip-job\.json \(which records what made each output in .*\) cannot be read; "
-                     "remove it", capsys.readouterr().err)
+    # Values the run resolves to the same settings are the same job: the preset's own learning rate given, a
+    # whole number written as a float, settings that only change speed.
+    assert main([*one, "--set", "lr=0.01", "--set", "channels=64.0", "--set", "compile=on",
+                 "--set", "channels_last=false", "--preset", "default"]) == 0
+    assert "0 written, 1 skipped" in capsys.readouterr().out
+    assert main([*one, "--set", "channels=16"]) == 2
+    assert "it was made with channels 64, this job has 16" in capsys.readouterr().err
+    for broken in ("{half", "[]", '{"jobs": {}, "outputs": {"a.png": ["x"]}}',
+                   '{"jobs": {"k": 5}, "outputs": {"a.png": "k"}}', '{"jobs": {}, "outputs": {"a.png": "k"}}'):
+        (outdir / batch.JOB_FILE).write_text(broken)
+        assert main(one) == 2
+        err = capsys.readouterr().err
+        assert re.search(r"\.napari-dip-job\.json \(which records what made each output in .*\) cannot be read; "
+                         "remove it", err), (broken, err)
+
+
+def test_the_job_record_names_what_the_user_changed_first(tmp_path):
+    mask = np.zeros((24, 24), np.uint8)
+    mask[4:8, 4:8] = 255
+    denoise = batch.job_record(RestoreOptions(iterations=2))
+    inpaint = batch.job_record(RestoreOptions(task="inpaint", mask=mask, iterations=2))
+    assert batch._difference(denoise, inpaint) == "it was made with task 'denoise', this job has 'inpaint'"
+    # A 0/1 mask is the same painted pixels as 0/255; a PSF scaled by 9 is the same PSF once normalised.
+    assert batch.job_record(RestoreOptions(task="inpaint", mask=mask // 255, iterations=2)) == inpaint
+    psf = np.ones((3, 3))
+    assert (batch.job_record(RestoreOptions(task="deblur", psf=psf)) ==
+            batch.job_record(RestoreOptions(task="deblur", psf=psf * 9)))
+    raw = batch.job_record(RestoreOptions(task="inpaint", mask=mask, iterations=2, keep_known=False))
+    assert batch._difference(inpaint, raw) == "it was made with keep_known (--keep-raw) True, this job has False"
+
+
+def test_nothing_is_left_behind_when_every_item_fails(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.png").write_bytes(b"not a png")
+    assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "n1" / "n2"), "--workers", "0", "--quiet"]) == 1
+    assert not (tmp_path / "n1").exists()
+    (tmp_path / "kept").mkdir()
+    assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "kept"), "--workers", "0", "--quiet"]) == 1
+    assert list((tmp_path / "kept").iterdir()) == []
+    capsys.readouterr()
+
+
+def test_run_batch_checks_the_options_it_runs_with(inputs, tmp_path):
+    """The API: a plan made without options (or with others) still refuses another job's output."""
+    run_batch(plan_batch([inputs / "a.png"], tmp_path), OPTIONS, progress=False)
+    with pytest.raises(ValueError, match=r"a\.png is another job's result \(it was made with seed 0, this job has 1\)"):
+        run_batch(plan_batch([inputs / "a.png"], tmp_path), replace(OPTIONS, seed=1), progress=False)
+    with pytest.raises(ValueError, match=r"this job has 1"):
+        run_batch(plan_batch([inputs / "a.png"], tmp_path, OPTIONS), replace(OPTIONS, seed=1), progress=False)
 
 
 def test_a_rerun_with_another_mask_is_refused(tmp_path):
