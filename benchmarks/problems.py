@@ -28,6 +28,8 @@ CROPS = {
     "ihc": lambda: data.immunohistochemistry()[128:384, 128:384],
     "moon": lambda: data.moon()[128:384, 128:384],
     "rocket": lambda: data.rocket()[100:356, 200:456],
+    # The centre of the 1411² fundus photograph: smooth, low-contrast vessels (benchmarks/sr_large.py).
+    "retina": lambda: data.retina()[577:833, 577:833],
 }
 
 
