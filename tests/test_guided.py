@@ -275,7 +275,7 @@ def test_cli_batch_with_a_guide_and_one_that_is_an_output(tmp_path, capsys):
     guide = _png(tmp_path / "flash.png", _u8((32, 32), 2))
     out = tmp_path / "out"
     assert main(["batch", str(inputs), "-o", str(out), "--workers", "0", "--guide", str(guide), *CLI_FAST]) == 0
-    assert sorted(path.name for path in out.iterdir()) == ["a.png", "b.png"]
+    assert sorted(path.name for path in out.iterdir()) == [".napari-dip-job.json", "a.png", "b.png"]
     clash = tmp_path / "clash"
     clash.mkdir()
     taken = _png(clash / "a.png", _u8((32, 32), 3))
