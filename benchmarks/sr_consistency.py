@@ -7,7 +7,8 @@ The ground truth is the centred SIZE² crop of a bundled scikit-image picture, t
 shrunk ×4 with PIL's Lanczos. Prints PSNR/SSIM of bicubic and DIP, each one's low-resolution
 consistency (PSNR of the Lanczos2 operator applied to the result against the input) and the DIP
 result after 1, 5, 10 and 30 steps of iterative back-projection (x += bicubic(y - D(x))).
-Further arguments NAME=VALUE go to ``restore`` (e.g. precision=float32). One thread.
+Further arguments NAME=VALUE go to ``restore`` (e.g. precision=float32; ``guide=bicubic`` feeds
+the bicubic upscale in as the network's input code). One thread.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main() -> None:
     truth = truth8.astype(np.float32) / 255
     bicubic = np.asarray(Image.fromarray(low).resize((size, size), Image.BICUBIC)).astype(np.float32) / 255
     print("bicubic", round(psnr(truth, bicubic), 2), round(ssim(truth, bicubic), 4), flush=True)
+    if extra.get("guide") == "bicubic":
+        extra["guide"] = np.asarray(Image.fromarray(low).resize((size, size), Image.BICUBIC))
     start = time.time()
     result = restore(low, "sr", scale=4, threads=1, **extra).astype(np.float32) / 255
     print("DIP default", round(psnr(truth, result), 2), round(ssim(truth, result), 4),
