@@ -378,13 +378,13 @@ class _JobLog:
     (A client killed in between leaves its last outputs unrecorded: a rerun treats them as made
     before records were kept, checked by their shape only.)"""
 
-    def __init__(self, outdir: Path | None, job: dict | None, every: float = 5.0) -> None:
+    def __init__(self, outdir: Path | None, job: dict, every: float = 5.0) -> None:
         self.outdir, self.job, self.every = outdir, job, every
         self.pending: list[Path] = []
         self.last = time.monotonic()
 
     def add(self, output: Path) -> None:
-        if self.job is None or self.outdir is None:
+        if self.outdir is None:  # a plan made by hand, without its folder
             return
         self.pending.append(output)
         if time.monotonic() - self.last >= self.every:
@@ -400,14 +400,8 @@ class _JobLog:
         record["outputs"].update({_relative(output, self.outdir): key for output in self.pending})
         used = set(record["outputs"].values())
         record["jobs"] = {k: v for k, v in record["jobs"].items() if k in used}
-        path = self.outdir / JOB_FILE
-        partial = path.with_name(f"{path.name}{_PARTIAL}{uuid.uuid4().hex}")
-        try:
+        with _replacing(self.outdir / JOB_FILE) as partial:
             partial.write_text(json.dumps(record, indent=1, sort_keys=True))
-            _sync(partial)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
         self.pending.clear()
 
 
@@ -467,10 +461,18 @@ def write_atomically(path: Path, image: np.ndarray) -> None:
     """
     path = Path(path)
     io.check_holds(path, image)  # named by its own name, not the temporary one's
-    # Same folder, so the rename cannot cross file systems; same suffix, so the format is kept.
+    with _replacing(path) as partial:
+        io.write_image(partial, image)
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A hidden temporary file to write, renamed over ``path`` once the block ends without error
+    (after ``fsync``); removed otherwise. Same folder, so the rename cannot cross file systems;
+    same suffix, so the format is kept."""
     partial = path.with_name(f".{path.stem}{_PARTIAL}{uuid.uuid4().hex}{path.suffix}")
     try:
-        io.write_image(partial, image)
+        yield partial
         _sync(partial)
         os.replace(partial, path)
     finally:
@@ -601,16 +603,11 @@ def _assemble(stack: BatchStack) -> None:
 
     first = tifffile.imread(stack.planes[0])
     rgb = first.ndim == 3 and first.shape[-1] in (3, 4)
-    partial = stack.output.with_name(f".{stack.output.stem}{_PARTIAL}{uuid.uuid4().hex}{stack.output.suffix}")
-    try:
+    with _replacing(stack.output) as partial:
         tifffile.imwrite(
             partial, data=(tifffile.imread(plane) for plane in stack.planes),
             shape=(len(stack.planes), *first.shape), dtype=first.dtype, photometric="rgb" if rgb else "minisblack",
         )
-        _sync(partial)
-        os.replace(partial, stack.output)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 @contextmanager
