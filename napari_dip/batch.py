@@ -62,6 +62,10 @@ JOB_FILE = ".napari-dip-job.json"
 # many tiles), not what is restored: left out of a job's record.
 _NOT_RESULT = ("threads", "device", "preview_seconds", "preview_iterations", "memory_limit")
 _SPEED_ONLY = ("compile", "channels_last")
+# Settings added after job files were first written, with the value every earlier version used:
+# left out of a record when they have it, so that a job file an earlier version wrote still
+# matches a rerun of the same job.
+_ADDED_LATER = {"stretch": False}
 _WORKERS_PER_CORE = 4
 
 
@@ -279,7 +283,10 @@ def job_record(options: RestoreOptions) -> dict:
     compiling, memory layout)."""
     values = {name: value for name, value in options.to_dict().items()
               if name not in _NOT_RESULT + ("preset", "iterations", "advanced", "keep_known")}
-    values["settings"] = {name: value for name, value in asdict(options.settings).items() if name not in _SPEED_ONLY}
+    values["settings"] = {
+        name: value for name, value in asdict(options.settings).items()
+        if name not in _SPEED_ONLY and not (name in _ADDED_LATER and value == _ADDED_LATER[name])
+    }
     values["keep_known"] = options.keeps_known
     mask = None if options.mask is None else np.asarray(options.mask) != 0
     psf = None if options.psf is None else np.asarray(options.psf, np.float64) / np.sum(options.psf)
@@ -339,8 +346,9 @@ def _difference(theirs: dict, ours: dict) -> str:
         if not differs(a, b):
             continue
         if name == "settings" and isinstance(a, dict) and isinstance(b, dict):
-            inner = next(key for key in sorted(set(a) | set(b)) if differs(a.get(key), b.get(key)))
-            return f"it was made with {inner} {a.get(inner)!r}, this job has {b.get(inner)!r}"
+            a, b = ({key: side.get(key, _ADDED_LATER.get(key)) for key in set(a) | set(b)} for side in (a, b))
+            inner = next(key for key in sorted(a) if differs(a[key], b[key]))
+            return f"it was made with {inner} {a[inner]!r}, this job has {b[inner]!r}"
         if name in ("mask", "psf", "guide"):
             label = _NAMES.get(name, name)
             if a is None:

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import signal
@@ -218,6 +219,27 @@ def test_the_job_record_names_what_the_user_changed_first(tmp_path):
             batch.job_record(RestoreOptions(task="deblur", psf=psf * 9)))
     raw = batch.job_record(RestoreOptions(task="inpaint", mask=mask, iterations=2, keep_known=False))
     assert batch._difference(inpaint, raw) == "it was made with keep_known (--keep-raw) True, this job has False"
+
+
+def test_a_job_file_written_before_a_setting_existed_still_matches(inputs, tmp_path, capsys):
+    """``stretch`` came after job files: a record without it is a job that did not stretch."""
+    outdir = tmp_path / "out"
+    for task, extra in (("denoise", []), ("sr", ["--scale", "2"])):
+        args = ["batch", str(inputs / "a.png"), "-o", str(outdir / task), "--workers", "0", "--iterations", "2",
+                "--task", task, *extra, "--quiet"]
+        assert main([*args, "--set", "stretch=false"]) == 0
+        path = outdir / task / batch.JOB_FILE
+        record = json.loads(path.read_text())
+        for job in record["jobs"].values():
+            assert "stretch" not in job["settings"]  # the value every earlier version used
+        path.write_text(json.dumps(record))
+        capsys.readouterr()
+        code = main(args)  # the preset's own stretch: off for denoising, on for super-resolution
+        if task == "denoise":
+            assert code == 0 and "0 written, 1 skipped" in capsys.readouterr().out
+        else:
+            assert code == 2
+            assert "another job's result (it was made with stretch False, this job has True)" in capsys.readouterr().err
 
 
 def test_nothing_is_left_behind_when_every_item_fails(tmp_path, capsys):

@@ -81,12 +81,24 @@ class Intensity:
         elif chw.dtype == bool:
             low, high = np.zeros(channels), np.ones(channels)
         else:
-            flat = chw.reshape(channels, -1).astype(np.float64)
-            low, high = flat.min(axis=1), flat.max(axis=1)
-            # A constant channel gets a span that is not lost in low's rounding (low + 1 == low
-            # beyond 2**53).
-            high = np.where(high > low, high, low + np.maximum(1.0, np.spacing(np.abs(low))))
+            return cls.spanned(chw)
         shape = (channels,) + (1,) * (chw.ndim - 1)
+        return cls(low.reshape(shape), high.reshape(shape), chw.dtype)
+
+    @classmethod
+    def spanned(cls, chw: np.ndarray, where: np.ndarray | None = None) -> Intensity:
+        """Each channel stretched from its own minimum to its maximum (over the spatial pixels
+        ``where`` is true, when given), whatever the dtype: a low-contrast uint8 image then spans
+        the network's whole output range."""
+        values = chw if where is None else chw[:, where]
+        if values.size == 0:
+            return cls.of(chw)
+        flat = values.reshape(chw.shape[0], -1).astype(np.float64)
+        low, high = flat.min(axis=1), flat.max(axis=1)
+        # A constant channel gets a span that is not lost in low's rounding (low + 1 == low
+        # beyond 2**53).
+        high = np.where(high > low, high, low + np.maximum(1.0, np.spacing(np.abs(low))))
+        shape = (chw.shape[0],) + (1,) * (chw.ndim - 1)
         return cls(low.reshape(shape), high.reshape(shape), chw.dtype)
 
     def to_unit(self, chw: np.ndarray) -> np.ndarray:

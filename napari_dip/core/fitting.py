@@ -281,6 +281,13 @@ def fit_array(
     factor = options.factor
     fill = spatial_mask(options.mask, spatial) if spec.needs_mask else None
     intensity = Intensity.of(chw)
+    if settings.stretch:
+        nominal = intensity
+        # Only the pixels the fit sees set the range (not those to inpaint).
+        intensity = Intensity.spanned(chw, None if fill is None else ~fill)
+        if noise_sigma is not None:
+            # A tile's noise level, estimated on the whole image's range, in this fit's range.
+            noise_sigma = noise_sigma * float(np.mean((nominal.high - nominal.low) / (intensity.high - intensity.low)))
     with np.errstate(over="ignore"):
         span = np.asarray(intensity.high, dtype=np.float64) - np.asarray(intensity.low, dtype=np.float64)
     if not np.isfinite(span).all():

@@ -100,6 +100,9 @@ class Settings:
     min_iterations: int = 200
     precision: str = "float32"  # or "bfloat16", "float16", "auto" (fastest native one)
     channels_last: bool = False
+    # Fit each channel stretched from its own minimum to its maximum, whatever the dtype
+    # (uint8 and [0, 1] floats otherwise keep their nominal range): see napari_dip/core/presets.py.
+    stretch: bool = False
     compile: str = "off"  # "on", "off", or "auto" (on where the run is long enough to repay compiling)
     backtrack_ratio: float = 10 ** (5 / 10)
     checkpoint_every: int = 100
@@ -111,7 +114,7 @@ class Settings:
             object.__setattr__(self, name, _as_real(getattr(self, name), name, **bounds))
         if self.top_channels is not None:
             object.__setattr__(self, "top_channels", as_whole_number(self.top_channels, "top_channels", 1, 4096))
-        for name in ("auto_stop", "channels_last"):
+        for name in ("auto_stop", "channels_last", "stretch"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         _one_of(self.upsample_mode, "upsample_mode", UPSAMPLE_MODES)

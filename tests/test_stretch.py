@@ -1,0 +1,102 @@
+"""The ``stretch`` setting: a fit sees each channel stretched from its own minimum to its maximum.
+
+Super-resolution's default preset stretches (a low-contrast uint8 input otherwise uses a fifth of
+the network's output range, and the fit is slow to reach it: benchmarks/sr_residual.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_dip import restore
+from napari_dip.core import fitting, preset_settings
+from napari_dip.core.arrays import Intensity
+
+TINY = dict(channels=8, scales=2, precision="float32", compile="off", iterations=3, seed=1, threads=1)
+
+
+def _low_contrast_rgb(size: int = 16) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return (np.array([170, 40, 20]) + rng.integers(0, 50, (size, size, 3))).astype(np.uint8)
+
+
+def test_spanned_maps_each_channels_extremes_to_0_and_1_and_back():
+    chw = _low_contrast_rgb().transpose(2, 0, 1)
+    spanned = Intensity.spanned(chw)
+    unit = spanned.to_unit(chw)
+    assert np.allclose(unit.reshape(3, -1).min(axis=1), 0) and np.allclose(unit.reshape(3, -1).max(axis=1), 1)
+    assert np.array_equal(spanned.from_unit(unit), chw)
+    # The nominal uint8 range for comparison: these channels use a fifth of it.
+    nominal = Intensity.of(chw).to_unit(chw)
+    assert (nominal.max(axis=(1, 2)) - nominal.min(axis=(1, 2))).max() < 0.2
+
+
+def test_spanned_takes_its_range_from_the_given_pixels_only():
+    chw = np.full((1, 8, 8), 100, dtype=np.uint8)
+    chw[0, :4] = 120
+    chw[0, 0, 0] = 255  # a pixel to inpaint: not part of the range
+    where = np.ones((8, 8), dtype=bool)
+    where[0, 0] = False
+    spanned = Intensity.spanned(chw, where)
+    assert float(spanned.low.ravel()[0]) == 100 and float(spanned.high.ravel()[0]) == 120
+    # A constant channel gets a span, not a division by zero.
+    flat = Intensity.spanned(np.full((1, 4, 4), 7, dtype=np.uint8))
+    assert np.isfinite(flat.to_unit(np.full((1, 4, 4), 7, dtype=np.uint8))).all()
+
+
+def test_only_super_resolution_stretches_by_default():
+    assert preset_settings("sr", "default", 4).stretch
+    assert preset_settings("sr", "fast", 4).stretch
+    assert not preset_settings("sr", "paper", 4).stretch  # the official code does not
+    for task in ("denoise", "inpaint", "jpeg", "deblur"):
+        assert not preset_settings(task, "default").stretch
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """What the engine is handed: the observation and the noise level."""
+    calls = []
+    real = fitting.fit
+
+    def spy(observation, operator, settings, **kwargs):
+        calls.append(dict(observation=observation.numpy().copy(), noise_sigma=kwargs.get("noise_sigma"),
+                          known=kwargs["known"].numpy().copy()))
+        return real(observation, operator, settings, **kwargs)
+
+    monkeypatch.setattr(fitting, "fit", spy)
+    return calls
+
+
+def test_super_resolution_fits_the_stretched_input_and_returns_its_own_range(seen):
+    image = _low_contrast_rgb()
+    out = restore(image, "sr", scale=2, **TINY)
+    observed = seen[-1]["observation"][0]
+    assert np.allclose(observed.reshape(3, -1).min(axis=1), 0) and np.allclose(observed.reshape(3, -1).max(axis=1), 1)
+    assert out.dtype == np.uint8 and out.shape == (32, 32, 3)
+    lows, highs = image.reshape(-1, 3).min(axis=0), image.reshape(-1, 3).max(axis=0)
+    assert (out.reshape(-1, 3) >= lows).all() and (out.reshape(-1, 3) <= highs).all()
+    # stretch=False: the nominal 0-255 range, as before.
+    restore(image, "sr", scale=2, stretch=False, **TINY)
+    nominal = seen[-1]["observation"][0].reshape(3, -1)
+    assert (nominal.max(axis=1) - nominal.min(axis=1)).max() < 0.2
+
+
+def test_inpainting_with_stretch_takes_the_range_from_the_known_pixels(seen):
+    image = np.full((16, 16), 100, dtype=np.uint8)
+    image[:, 8:] = 140
+    mask = np.zeros((16, 16), dtype=np.uint8)
+    mask[2:5, 2:5] = 1
+    image[2:5, 2:5] = 255  # under the paint: not part of the range
+    out = restore(image, "inpaint", mask=mask, stretch=True, **TINY)
+    observed, known = seen[-1]["observation"][0, 0], seen[-1]["known"]
+    assert observed[known].min() == 0 and observed[known].max() == 1
+    assert np.array_equal(out[mask == 0], image[mask == 0])
+
+
+def test_a_given_noise_level_is_rescaled_to_the_stretched_range(seen):
+    image = np.linspace(0.4, 0.6, 16 * 16, dtype=np.float32).reshape(16, 16)
+    options = fitting.RestoreOptions.from_kwargs("denoise", stretch=True, **TINY)
+    for _ in fitting.fit_array(image, options, noise_sigma=0.01):
+        pass
+    assert seen[-1]["noise_sigma"] == pytest.approx(0.05, rel=1e-5)
