@@ -224,7 +224,7 @@ def test_the_job_record_names_what_the_user_changed_first(tmp_path):
 def test_a_job_file_written_before_a_setting_existed_still_matches(inputs, tmp_path, capsys):
     """``stretch`` came after job files: a record without it is a job that did not stretch."""
     outdir = tmp_path / "out"
-    for task, extra in (("denoise", []), ("sr", ["--scale", "2"])):
+    for task, extra in (("jpeg", []), ("sr", ["--scale", "2"])):
         args = ["batch", str(inputs / "a.png"), "-o", str(outdir / task), "--workers", "0", "--iterations", "2",
                 "--task", task, *extra, "--quiet"]
         assert main([*args, "--set", "stretch=false"]) == 0
@@ -234,8 +234,8 @@ def test_a_job_file_written_before_a_setting_existed_still_matches(inputs, tmp_p
             assert "stretch" not in job["settings"]  # the value every earlier version used
         path.write_text(json.dumps(record))
         capsys.readouterr()
-        code = main(args)  # the preset's own stretch: off for denoising, on for super-resolution
-        if task == "denoise":
+        code = main(args)  # the preset's own stretch: off for JPEG artifacts, on for super-resolution
+        if task == "jpeg":
             assert code == 0 and "0 written, 1 skipped" in capsys.readouterr().out
         else:
             assert code == 2
