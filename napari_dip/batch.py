@@ -347,7 +347,9 @@ def _difference(theirs: dict, ours: dict) -> str:
             continue
         if name == "settings" and isinstance(a, dict) and isinstance(b, dict):
             a, b = ({key: side.get(key, _ADDED_LATER.get(key)) for key in set(a) | set(b)} for side in (a, b))
-            inner = next(key for key in sorted(a) if differs(a[key], b[key]))
+            inner = next((key for key in sorted(a) if differs(a[key], b[key])), None)
+            if inner is None:
+                continue
             return f"it was made with {inner} {a[inner]!r}, this job has {b[inner]!r}"
         if name in ("mask", "psf", "guide"):
             label = _NAMES.get(name, name)

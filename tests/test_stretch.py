@@ -101,3 +101,47 @@ def test_a_given_noise_level_is_rescaled_to_the_stretched_range(seen):
     for _ in fitting.fit_array(image, options, noise_sigma=0.01):
         pass
     assert seen[-1]["noise_sigma"] == pytest.approx(0.05, rel=1e-5)
+
+
+def test_a_constant_channel_keeps_its_nominal_range():
+    """Nothing to stretch by: a [0, 1] float channel at 0.9 stays in [0, 1] (not [0.9, 1.9])."""
+    image = np.full((16, 16), 0.9, dtype=np.float32)
+    out = restore(image, "denoise", **TINY)
+    assert out.min() >= 0 and out.max() <= 1
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 1
+    filled = restore(np.full((16, 16), 0.8, np.float32), "inpaint", mask=mask, stretch=True, **TINY)
+    assert filled.max() <= 1
+
+
+def test_tiles_share_one_stretch_and_are_not_stretched_again():
+    """An image that spans 0-255 is tiled exactly as without the stretch (one mapping for all
+    tiles, not one per tile)."""
+    from napari_dip.core import consume
+    from napari_dip.core.tiling import restore_tiled_iter
+
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (32, 32)).astype(np.uint8)
+    image[:, :20] = 60
+    image[0, 25], image[1, 25] = 0, 255
+    runs = [consume(restore_tiled_iter(image, tile_size=16, overlap=4, preview_seconds=None, stretch=stretch,
+                                       **TINY)).image for stretch in (False, True)]
+    assert np.array_equal(runs[0], runs[1])
+    dim = (100 + image // 8).astype(np.uint8)  # 100-131: the stretch changes the fit
+    stretched = consume(restore_tiled_iter(dim, tile_size=16, overlap=4, preview_seconds=None, **TINY)).image
+    assert stretched.min() >= dim.min() and stretched.max() <= dim.max()
+
+
+def test_network_inversion_refuses_stretch():
+    from napari_dip.core.inversion import InversionOptions
+
+    with pytest.raises(ValueError, match="stretch is not available for network inversion"):
+        InversionOptions(advanced={"stretch": True})
+
+
+def test_job_records_that_differ_only_by_an_explicit_old_default_are_the_same_settings():
+    from napari_dip import batch
+
+    ours = {"task": "jpeg", "settings": {"lr": 0.01}}
+    theirs = {"task": "jpeg", "settings": {"lr": 0.01, "stretch": False}}
+    assert batch._difference(theirs, ours) == "it was made with other settings"

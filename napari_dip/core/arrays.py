@@ -86,18 +86,23 @@ class Intensity:
         return cls(low.reshape(shape), high.reshape(shape), chw.dtype)
 
     @classmethod
-    def spanned(cls, chw: np.ndarray, where: np.ndarray | None = None) -> Intensity:
+    def spanned(cls, chw: np.ndarray, where: np.ndarray | None = None, fallback: Intensity | None = None) -> Intensity:
         """Each channel stretched from its own minimum to its maximum (over the spatial pixels
         ``where`` is true, when given), whatever the dtype: a low-contrast uint8 image then spans
-        the network's whole output range."""
+        the network's whole output range. A constant channel keeps ``fallback``'s range where
+        given (a stretch has nothing to go by there)."""
         values = chw if where is None else chw[:, where]
         if values.size == 0:
-            return cls.of(chw)
+            return fallback or cls.of(chw)
         flat = values.reshape(chw.shape[0], -1).astype(np.float64)
         low, high = flat.min(axis=1), flat.max(axis=1)
+        constant = high <= low
         # A constant channel gets a span that is not lost in low's rounding (low + 1 == low
         # beyond 2**53).
-        high = np.where(high > low, high, low + np.maximum(1.0, np.spacing(np.abs(low))))
+        high = np.where(constant, low + np.maximum(1.0, np.spacing(np.abs(low))), high)
+        if fallback is not None:
+            low = np.where(constant, fallback.low.reshape(-1), low)
+            high = np.where(constant, fallback.high.reshape(-1), high)
         shape = (chw.shape[0],) + (1,) * (chw.ndim - 1)
         return cls(low.reshape(shape), high.reshape(shape), chw.dtype)
 

@@ -284,10 +284,12 @@ def fit_array(
     if settings.stretch:
         nominal = intensity
         # Only the pixels the fit sees set the range (not those to inpaint).
-        intensity = Intensity.spanned(chw, None if fill is None else ~fill)
+        intensity = Intensity.spanned(chw, None if fill is None else ~fill, fallback=nominal)
         if noise_sigma is not None:
-            # A tile's noise level, estimated on the whole image's range, in this fit's range.
-            noise_sigma = noise_sigma * float(np.mean((nominal.high - nominal.low) / (intensity.high - intensity.low)))
+            # A noise level given in the input's nominal range, in this fit's: the loss is a mean
+            # over channels, so the root mean square of the channels' factors.
+            ratios = (nominal.high - nominal.low) / (intensity.high - intensity.low)
+            noise_sigma = noise_sigma * float(np.sqrt(np.mean(np.square(ratios))))
     with np.errstate(over="ignore"):
         span = np.asarray(intensity.high, dtype=np.float64) - np.asarray(intensity.low, dtype=np.float64)
     if not np.isfinite(span).all():
@@ -328,7 +330,9 @@ def fit_array(
     threads = choose_threads(math.prod(out_shape), options.threads)
     if noise_sigma is None and spec.noise_from_image and settings.auto_stop:
         # Only the stopping rule uses it: not estimated for runs that do not stop by themselves.
-        noise_sigma = estimate_noise_sigma(unit)
+        # Each channel's own (stretched channels' noise differs), pooled as the loss pools them.
+        noise_sigma = (float(np.sqrt(np.mean([estimate_noise_sigma(channel) ** 2 for channel in unit])))
+                       if settings.stretch else estimate_noise_sigma(unit))
     with torch_threads(threads):
         run = fit(
             torch.from_numpy(padded)[None],

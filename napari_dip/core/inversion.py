@@ -467,6 +467,9 @@ class InversionOptions:
         changes = {name: value for name, value in self.advanced.items() if value is not None}
         if self.iterations is not None:
             changes["iterations"] = self.iterations
+        if changes.get("stretch"):
+            raise ValueError("stretch is not available for network inversion (the image is compared "
+                             "with the network's own input range): leave it out")
         set_(self, "_settings", base.updated(**changes))
 
     @property

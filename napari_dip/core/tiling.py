@@ -246,7 +246,7 @@ def blend_weights(starts: list[int], size: int, length: int) -> list[np.ndarray]
     ]
 
 
-def _tile_intensity(image: Any, layout: Layout, windows: list[tuple[slice, slice]]) -> Intensity:
+def _tile_intensity(image: Any, layout: Layout, windows: list[tuple[slice, slice]], stretch: bool = False) -> Intensity:
     """One intensity mapping for all tiles (per-tile stretching would show at the seams).
 
     It depends only on the dtype and each channel's minimum and maximum, so it is computed from
@@ -257,8 +257,10 @@ def _tile_intensity(image: Any, layout: Layout, windows: list[tuple[slice, slice
         chw = layout.read(image, window).reshape(layout.channels, -1)
         lows.append(chw.min(axis=1))
         highs.append(chw.max(axis=1))
-    extremes = np.stack([np.min(lows, axis=0), np.max(highs, axis=0)], axis=-1)
-    return Intensity.of(extremes[:, None, :])
+    extremes = np.stack([np.min(lows, axis=0), np.max(highs, axis=0)], axis=-1)[:, None, :]
+    nominal = Intensity.of(extremes)
+    # ``stretch``: the whole image's own range, once (the tiles are not stretched again).
+    return Intensity.spanned(extremes, fallback=nominal) if stretch else nominal
 
 
 def plan_tile_size(layout: Layout, options: RestoreOptions) -> int | None:
@@ -618,7 +620,7 @@ def _restore_tiles(
             f"{len(initial_states)} warm-start states were given for {len(windows)} tiles; "
             "warm-start from a restoration with the same tile grid"
         )
-    intensity = _tile_intensity(image, layout, windows)
+    intensity = _tile_intensity(image, layout, windows, options.settings.stretch)
     blended = np.zeros((layout.channels, height * factor, width * factor), dtype=np.float32)
     runs, states, finished = [], [], []
     tile_layout = Layout.of((layout.channels, tile_h, tile_w), 0)
@@ -755,6 +757,10 @@ def _tile_options(options: RestoreOptions, window: tuple[slice, slice]) -> Resto
     """
     tile = replace(options, channel_axis=0, axes=None, tile_size=None, overlap=None,
                    guide=cut_guide(options.guide, window, options.factor))
+    if options.settings.stretch:
+        # Stretched once for the whole image (_tile_intensity): a tile stretched on its own
+        # would be fitted in another range than its neighbours.
+        tile = tile.with_settings(stretch=False)
     if not options.spec.needs_mask:
         return tile
     tile_mask = np.asarray(options.mask[window]) != 0
