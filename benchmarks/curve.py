@@ -22,15 +22,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from problems import PROBLEMS  # noqa: E402
 
 from napari_dip.core import resolve_settings, restore_iter  # noqa: E402
+from napari_dip.core.arrays import Intensity  # noqa: E402
 from napari_dip.core.stopping import WindowedVarianceStopper, estimate_noise_sigma  # noqa: E402
 
 
-def noise_sigma_of(problem) -> float | None:
-    """What the engine estimates for a denoising problem's stopping rule (None otherwise)."""
+def noise_sigma_of(problem, settings=None) -> float | None:
+    """What the engine estimates for a denoising problem's stopping rule (None otherwise): with
+    ``settings.stretch``, in the stretched range the fit's loss is in, channel by channel."""
     if problem.task != "denoise":
         return None
     observed = np.asarray(problem.observed)
-    return estimate_noise_sigma(observed if observed.ndim == 2 else observed.transpose(2, 0, 1))
+    chw = observed[None] if observed.ndim == 2 else observed.transpose(2, 0, 1)
+    if settings is None or not settings.stretch:
+        return estimate_noise_sigma(chw[0] if observed.ndim == 2 else chw)
+    unit = Intensity.spanned(chw, fallback=Intensity.of(chw)).to_unit(chw)
+    return float(np.sqrt(np.mean([estimate_noise_sigma(channel) ** 2 for channel in unit])))
 
 
 def record(problem, preset: str, every: int, out: Path, threads: int | None, **advanced) -> dict:
@@ -45,7 +51,7 @@ def record(problem, preset: str, every: int, out: Path, threads: int | None, **a
         problem.observed, problem.task, preset=preset, seed=0, threads=threads,
         preview_seconds=None, preview_iterations=1, **problem.kwargs, **{**advanced, "auto_stop": False},
     )
-    watcher = WindowedVarianceStopper.from_settings(settings, noise_sigma_of(problem))
+    watcher = WindowedVarianceStopper.from_settings(settings, noise_sigma_of(problem, settings))
     auto = {}
     held = None
     out.parent.mkdir(parents=True, exist_ok=True)
