@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from problems import PROBLEMS  # noqa: E402
 
 from napari_dip.core import resolve_settings, restore_iter  # noqa: E402
-from napari_dip.core.arrays import Intensity  # noqa: E402
+from napari_dip.core.fitting import fit_intensity, fit_noise_sigma  # noqa: E402
 from napari_dip.core.stopping import WindowedVarianceStopper, estimate_noise_sigma  # noqa: E402
 
 
@@ -32,11 +32,10 @@ def noise_sigma_of(problem, settings=None) -> float | None:
     if problem.task != "denoise":
         return None
     observed = np.asarray(problem.observed)
+    if settings is None:
+        return estimate_noise_sigma(observed if observed.ndim == 2 else observed.transpose(2, 0, 1))
     chw = observed[None] if observed.ndim == 2 else observed.transpose(2, 0, 1)
-    if settings is None or not settings.stretch:
-        return estimate_noise_sigma(chw[0] if observed.ndim == 2 else chw)
-    unit = Intensity.spanned(chw, fallback=Intensity.of(chw)).to_unit(chw)
-    return float(np.sqrt(np.mean([estimate_noise_sigma(channel) ** 2 for channel in unit])))
+    return fit_noise_sigma(fit_intensity(chw, settings).to_unit(chw), settings)
 
 
 def record(problem, preset: str, every: int, out: Path, threads: int | None, **advanced) -> dict:

@@ -249,6 +249,24 @@ def with_threads(options: RestoreOptions, spatial: tuple[int, ...]) -> RestoreOp
     return replace(options, threads=choose_threads(math.prod(network_shape(spatial, options))))
 
 
+def fit_intensity(chw: np.ndarray, settings: Settings, fill: np.ndarray | None = None,
+                  nominal: Intensity | None = None) -> Intensity:
+    """How a fit maps ``chw``'s stored values to [0, 1]: the dtype's nominal range, or with
+    ``settings.stretch`` each channel's own, set by the pixels the fit sees (not those in ``fill``)."""
+    nominal = nominal or Intensity.of(chw)
+    if not settings.stretch:
+        return nominal
+    return Intensity.spanned(chw, None if fill is None else ~fill, fallback=nominal)
+
+
+def fit_noise_sigma(unit: np.ndarray, settings: Settings) -> float:
+    """The noise level the stopping rule is given for ``unit`` (the fit's [0, 1] data): stretched
+    channels' noise differs, so each channel's own, pooled as the loss pools them (RMS)."""
+    if not settings.stretch:
+        return estimate_noise_sigma(unit)
+    return float(np.sqrt(np.mean([estimate_noise_sigma(channel) ** 2 for channel in unit])))
+
+
 def fit_array(
     image: np.ndarray,
     options: RestoreOptions,
@@ -280,16 +298,13 @@ def fit_array(
     spec = options.spec
     factor = options.factor
     fill = spatial_mask(options.mask, spatial) if spec.needs_mask else None
-    intensity = Intensity.of(chw)
-    if settings.stretch:
-        nominal = intensity
-        # Only the pixels the fit sees set the range (not those to inpaint).
-        intensity = Intensity.spanned(chw, None if fill is None else ~fill, fallback=nominal)
-        if noise_sigma is not None:
-            # A noise level given in the input's nominal range, in this fit's: the loss is a mean
-            # over channels, so the root mean square of the channels' factors.
-            ratios = (nominal.high - nominal.low) / (intensity.high - intensity.low)
-            noise_sigma = noise_sigma * float(np.sqrt(np.mean(np.square(ratios))))
+    nominal = Intensity.of(chw)
+    intensity = fit_intensity(chw, settings, fill, nominal)
+    if noise_sigma is not None and intensity is not nominal:
+        # A noise level given in the input's nominal range, in this fit's: the loss is a mean
+        # over channels, so the root mean square of the channels' factors.
+        ratios = (nominal.high - nominal.low) / (intensity.high - intensity.low)
+        noise_sigma = noise_sigma * float(np.sqrt(np.mean(np.square(ratios))))
     with np.errstate(over="ignore"):
         span = np.asarray(intensity.high, dtype=np.float64) - np.asarray(intensity.low, dtype=np.float64)
     if not np.isfinite(span).all():
@@ -330,9 +345,7 @@ def fit_array(
     threads = choose_threads(math.prod(out_shape), options.threads)
     if noise_sigma is None and spec.noise_from_image and settings.auto_stop:
         # Only the stopping rule uses it: not estimated for runs that do not stop by themselves.
-        # Each channel's own (stretched channels' noise differs), pooled as the loss pools them.
-        noise_sigma = (float(np.sqrt(np.mean([estimate_noise_sigma(channel) ** 2 for channel in unit])))
-                       if settings.stretch else estimate_noise_sigma(unit))
+        noise_sigma = fit_noise_sigma(unit, settings)
     with torch_threads(threads):
         run = fit(
             torch.from_numpy(padded)[None],
