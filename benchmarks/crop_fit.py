@@ -215,10 +215,17 @@ def fit_crops(
     fill: torch.Tensor | None = None,
     initial_state: dict | None = None,
     keep_state: bool = False,
+    average: str = "weights",
 ) -> Generator[Progress, None, FitResult]:
     """:func:`~napari_dip.core.engine.fit` on ``crop_batch`` windows of ``crop_size``² a step (see
     the module's text); the same arguments, plus ``factor`` (the output's size over the
-    observation's, super-resolution). Yields :class:`Progress`, returns a :class:`FitResult`."""
+    observation's, super-resolution). Yields :class:`Progress`, returns a :class:`FitResult`.
+
+    ``average="outputs"``: the result is instead the running average of the windows' own outputs
+    (the fitted ones, in training mode), kept per pixel in a whole-image buffer: each pixel's
+    average moves towards a window's output by ``1 - ema**k``, ``k`` the steps since that pixel
+    was last covered, so it follows the same time constant as the whole-image fit's average. No
+    final pass through the network: what is averaged is exactly what was fitted."""
     start = time.perf_counter()
     device = device or torch.device("cpu")
     window = crop_window(settings, crop_size, out_shape, factor)
@@ -284,6 +291,9 @@ def fit_crops(
 
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     averaged = [param.detach().clone().float() for param in net.parameters()]
+    by_outputs = average == "outputs"
+    image_average = torch.zeros((1, out_channels, *out_shape), device=device)
+    last_seen = torch.full((1, 1, *out_shape), -1, dtype=torch.int64, device=device)
     held: list[torch.Tensor] | None = None
     probe_average: torch.Tensor | None = None
     checkpoint = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
@@ -332,6 +342,8 @@ def fit_crops(
         else:
             optimizer.step()
             _average_into(averaged, net, settings.ema)
+            if by_outputs:
+                _average_windows(image_average, last_seen, out.detach(), corners, window, iteration, settings.ema)
             seen = out[:1].detach()
             if probe_average is None:
                 probe_average = seen.clone()
@@ -346,12 +358,12 @@ def fit_crops(
         if holdout is not None and not backtracked:
             error = float((probe_average[0][(slice(None), *holdout)] - holdout_truth).square().mean())
             if stopper.observe(iteration, error):
-                held = _keep(held, averaged)
+                held = _keep(held, [image_average] if by_outputs else averaged)
         elif stopper is not None and not backtracked:
             stopper.observe_loss(iteration, loss_value)
             stopper.observe(iteration, out[:1])
             if stopper.snapshot_due:
-                held = _keep(held, averaged)
+                held = _keep(held, [image_average] if by_outputs else averaged)
 
         now = time.perf_counter()
         step_times.append(now - step_start)
@@ -367,7 +379,8 @@ def fit_crops(
         preview = None
         if want_preview:
             render_start = time.perf_counter()
-            preview = _to_numpy(_render(net, averaged, code, window, batch, sampler, autocast, 1))
+            preview = _to_numpy(image_average.clone() if by_outputs else
+                                _render(net, averaged, code, window, batch, sampler, autocast, 1))
             last_preview = time.perf_counter()
             preview_cost = last_preview - render_start
         yield Progress(
@@ -387,8 +400,11 @@ def fit_crops(
             break
 
     rewind = holdout is not None or (stop_reason == "auto" and stopper.stop_kind == "noise")
-    final = held if rewind and held is not None else averaged
-    image = _to_numpy(_render(net, final, code, window, batch, sampler, autocast))
+    if by_outputs:
+        image = _to_numpy(held[0] if rewind and held is not None else image_average)
+    else:
+        final = held if rewind and held is not None else averaged
+        image = _to_numpy(_render(net, final, code, window, batch, sampler, autocast))
     return FitResult(
         image=image,
         iterations=iteration + 1,
@@ -399,6 +415,19 @@ def fit_crops(
         precision=precision,
         state={k: v.detach().cpu().clone() for k, v in net.state_dict().items()} if keep_state else None,
     )
+
+
+def _average_windows(image_average: torch.Tensor, last_seen: torch.Tensor, outputs: torch.Tensor, corners,
+                     window, iteration: int, ema: float) -> None:
+    """Move each window's pixels of ``image_average`` towards that window's output by
+    ``1 - ema**k`` (``k``: steps since the pixel was last covered; all the way when never)."""
+    for out, (y, x) in zip(outputs.float(), corners, strict=True):
+        region = (Ellipsis, slice(y, y + window[0]), slice(x, x + window[1]))
+        seen = last_seen[region]
+        gap = (iteration - seen).to(torch.float32)
+        rate = torch.where(seen < 0, torch.ones_like(gap), 1 - torch.pow(torch.tensor(ema), gap))
+        image_average[region] += rate * (out[None] - image_average[region])
+        last_seen[region] = iteration
 
 
 def _inner(ones: torch.Tensor, corners, window, factor: int, obs_shape, margin: int) -> torch.Tensor:
@@ -440,7 +469,8 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--sigma", type=float, default=25)
     parser.add_argument("--iterations", type=int, default=800)
-    parser.add_argument("--configs", nargs="+", default=["0x0", "128x4"], help="SIZExBATCH; 0x0: the whole image")
+    parser.add_argument("--configs", nargs="+", default=["0x0", "128x4"],
+                        help="SIZExBATCH; 0x0: the whole image; a trailing o (128x4o): average the outputs")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -453,17 +483,19 @@ def main(argv=None) -> None:
     print(f"{problem.name}, default preset, {args.iterations} iterations, eager, {args.threads} thread(s)")
     print("| fit | PSNR | seconds |\n| --- | --- | --- |")
     for config in args.configs:
-        size, batch = (int(n) for n in config.split("x"))
+        by = "outputs" if config.endswith("o") else "weights"
+        size, batch = (int(n) for n in config.rstrip("o").split("x"))
         start = time.perf_counter()
         common = dict(out_channels=observed.shape[0], out_shape=observed.shape[1:], preview_seconds=None)
         run = (fit(observation, IdentityOperator(), settings, **common) if size == 0 else
-               fit_crops(observation, IdentityOperator(), settings, crop_size=size, crop_batch=batch, **common))
+               fit_crops(observation, IdentityOperator(), settings, crop_size=size, crop_batch=batch, average=by,
+                         **common))
         try:
             while True:
                 next(run)
         except StopIteration as done:
             result = done.value
-        what = "whole image" if size == 0 else f"{batch} windows of {size}²"
+        what = "whole image" if size == 0 else f"{batch} windows of {size}², average of the {by}"
         print(f"| {what} | {psnr(result.image.transpose(1, 2, 0), truth):.2f} | {time.perf_counter() - start:.0f} |",
               flush=True)
 

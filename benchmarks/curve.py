@@ -23,7 +23,7 @@ from problems import PROBLEMS  # noqa: E402
 
 from napari_dip.core import resolve_settings, restore_iter  # noqa: E402
 from napari_dip.core.fitting import fit_intensity, fit_noise_sigma  # noqa: E402
-from napari_dip.core.stopping import WindowedVarianceStopper, estimate_noise_sigma  # noqa: E402
+from napari_dip.core.stopping import WindowedVarianceStopper, clipped_noise_sigma  # noqa: E402
 
 
 def noise_sigma_of(problem, settings=None) -> float | None:
@@ -33,7 +33,7 @@ def noise_sigma_of(problem, settings=None) -> float | None:
         return None
     observed = np.asarray(problem.observed)
     if settings is None:
-        return estimate_noise_sigma(observed if observed.ndim == 2 else observed.transpose(2, 0, 1))
+        return clipped_noise_sigma(observed if observed.ndim == 2 else observed.transpose(2, 0, 1))
     chw = observed[None] if observed.ndim == 2 else observed.transpose(2, 0, 1)
     return fit_noise_sigma(fit_intensity(chw, settings).to_unit(chw), settings)
 

@@ -30,6 +30,9 @@ CROPS = {
     "rocket": lambda: data.rocket()[100:356, 200:456],
     # The centre of the 1411² fundus photograph: smooth, low-contrast vessels (benchmarks/sr_large.py).
     "retina": lambda: data.retina()[577:833, 577:833],
+    # The fundus photograph's rim: 41 % black background, where σ 25 noise is clipped at 0 (as a
+    # big image's corner tiles are, benchmarks/denoise_large.py).
+    "retinaedge": lambda: data.retina()[100:356, 100:356],
     # A dim, low-contrast 8-bit image (as many microscopy exports are): the camera crop squeezed
     # into 90-154 of 0-255.
     "dimcamera": lambda: np.rint(90 + data.camera()[64:320, 160:416] * (64 / 255)).astype(np.uint8),

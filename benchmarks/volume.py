@@ -32,7 +32,7 @@ from skimage.restoration import denoise_nl_means
 
 from napari_dip.core import resolve_settings, restore_iter
 from napari_dip.core.stacks import restore_stack
-from napari_dip.core.stopping import WindowedVarianceStopper, estimate_noise_sigma
+from napari_dip.core.stopping import WindowedVarianceStopper, clipped_noise_sigma
 
 
 def blob_volume(depth: int, size: int, seed: int = 0) -> np.ndarray:
@@ -53,7 +53,7 @@ def record_curve(clean: np.ndarray, noisy: np.ndarray, args: argparse.Namespace)
     """The 3D run with stopping off to the cap, and the engine's stopping rules watching: per
     iteration the loss, smoothed loss / σ̂², and output variance; PSNR of the average every 25."""
     settings = resolve_settings("denoise", iterations=args.cap or None)
-    sigma = estimate_noise_sigma(noisy)
+    sigma = clipped_noise_sigma(noisy)
     watcher = WindowedVarianceStopper.from_settings(settings, sigma)
     run = restore_iter(noisy, volume=True, threads=args.threads, seed=0, preview_seconds=None,
                        preview_iterations=1, **{"iterations": args.cap} if args.cap else {}, auto_stop=False)

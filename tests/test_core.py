@@ -320,6 +320,30 @@ def test_noise_level_is_estimated_from_the_image_alone():
     assert estimate_noise_sigma(stack) == pytest.approx(0.05, rel=0.1)
 
 
+def test_noise_level_for_the_stop_allows_for_clipping_at_black_and_white():
+    # What the discrepancy rule needs is the difference between the noisy image and the clean
+    # one. Where noise is clipped at a bound (a black background, as in a big image's corner
+    # tiles) that difference is smaller than σ, and the wavelet estimate sees less still.
+    from napari_dip.core.stopping import clipped_noise_sigma, estimate_noise_sigma
+
+    rng = np.random.default_rng(1)
+    ramp = np.tile(np.linspace(0.3, 0.7, 256), (256, 1))
+    for sigma in (0.04, 0.1):
+        unclipped = ramp + sigma * rng.standard_normal(ramp.shape)
+        assert clipped_noise_sigma(unclipped) == estimate_noise_sigma(unclipped)
+    clean = ramp.copy()
+    clean[:, :96] = 0.0  # 37 % black background
+    clean[:16, 96:] = 1.0  # and a saturated strip
+    for sigma in (0.06, 0.1, 0.2):
+        noisy = np.clip(clean + sigma * rng.standard_normal(clean.shape), 0, 1)
+        true = float(np.sqrt(np.mean((noisy - clean) ** 2)))
+        assert clipped_noise_sigma(noisy) == pytest.approx(true, rel=0.05)
+        assert estimate_noise_sigma(noisy) < 0.92 * true
+    # Pooled over channels; never below the plain estimate (a tile of background only).
+    black = np.clip(0.1 * rng.standard_normal((3, 64, 64)), 0, 1)
+    assert clipped_noise_sigma(black) >= estimate_noise_sigma(black) > 0
+
+
 def test_discrepancy_rule_stops_a_fit_whose_variance_never_rises():
     # Small smooth images: the outputs' variance keeps falling while the fit takes in the
     # noise; only a loss below the noise level shows it (benchmarks/autostop.py, blobs64).

@@ -23,7 +23,7 @@ from .memory import default_budget, fit_bytes_per_pixel
 from .networks import build_network, depth_scales_for
 from .options import RestoreOptions
 from .settings import Settings
-from .stopping import estimate_noise_sigma
+from .stopping import clipped_noise_sigma
 
 __all__ = [
     "Restoration", "fit_array", "network_shape", "check_image", "spatial_mask", "check_fit_memory",
@@ -260,11 +260,13 @@ def fit_intensity(chw: np.ndarray, settings: Settings, fill: np.ndarray | None =
 
 
 def fit_noise_sigma(unit: np.ndarray, settings: Settings) -> float:
-    """The noise level the stopping rule is given for ``unit`` (the fit's [0, 1] data): stretched
-    channels' noise differs, so each channel's own, pooled as the loss pools them (RMS)."""
+    """The noise level the stopping rule is given for ``unit`` (the fit's [0, 1] data): the
+    difference to expect between it and the clean image, clipping at 0 and 1 allowed for
+    (:func:`~napari_dip.core.stopping.clipped_noise_sigma`). Stretched channels' noise differs, so
+    then each channel's own, pooled as the loss pools them (RMS)."""
     if not settings.stretch:
-        return estimate_noise_sigma(unit)
-    return float(np.sqrt(np.mean([estimate_noise_sigma(channel) ** 2 for channel in unit])))
+        return clipped_noise_sigma(unit)
+    return float(np.sqrt(np.mean([clipped_noise_sigma(channel) ** 2 for channel in unit])))
 
 
 def fit_array(
