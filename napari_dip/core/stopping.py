@@ -16,8 +16,10 @@ Three ways to stop:
   about 1/(1 - ema) iterations, so at the minimum it is still improving; ``lag`` = 2/(1 - ema).
 - discrepancy (denoising, when the noise level is known or estimated): the fit's loss, its mean
   squared difference from the noisy image, smoothed, has fallen below ``discrepancy`` times the
-  noise variance. An output as far from the observation as the noise is can be the clean
-  image; one much closer must contain noise (Morozov's discrepancy principle). On all ten
+  noise variance (:func:`clipped_noise_sigma`: the difference to expect from the clean image,
+  smaller where noise is clipped at black or white). An output as far from the observation as
+  the noise is can be the clean image; one much closer must contain noise (Morozov's
+  discrepancy principle). On all ten
   curves below, the loss at the best iteration was 0.94-1.06 times the estimated noise
   variance. This is a backstop: on small, smooth images (64² slices of a blob volume) the
   variance never rises while the output fits the noise (29.4 dB at iteration 475, 22.9 dB at
