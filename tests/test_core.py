@@ -334,11 +334,24 @@ def test_noise_level_for_the_stop_allows_for_clipping_at_black_and_white():
     clean = ramp.copy()
     clean[:, :96] = 0.0  # 37 % black background
     clean[:16, 96:] = 1.0  # and a saturated strip
-    for sigma in (0.06, 0.1, 0.2):
+    for sigma, tolerance in ((0.06, 0.05), (0.1, 0.05), (0.2, 0.1)):
         noisy = np.clip(clean + sigma * rng.standard_normal(clean.shape), 0, 1)
         true = float(np.sqrt(np.mean((noisy - clean) ** 2)))
-        assert clipped_noise_sigma(noisy) == pytest.approx(true, rel=0.05)
-        assert estimate_noise_sigma(noisy) < 0.92 * true
+        # Strong noise is truncated even in the blocks with no clipped pixel: a little low there.
+        assert clipped_noise_sigma(noisy) == pytest.approx(true, rel=tolerance)
+        assert estimate_noise_sigma(noisy) < 0.9 * true
+    # Fine texture reads as noise at low σ (an old bias of the wavelet estimate); with a black
+    # half the estimate must not read more of it than on the same texture unclipped.
+    from skimage import data
+
+    camera = data.camera()[128:384, 128:384] / 255.0
+    half_black = camera.copy()
+    half_black[:, :128] = 0.0
+    ratios = []
+    for clean_image, estimate in ((camera, estimate_noise_sigma), (half_black, clipped_noise_sigma)):
+        noisy = np.clip(clean_image + (5 / 255) * rng.standard_normal(clean_image.shape), 0, 1)
+        ratios.append(estimate(noisy) / float(np.sqrt(np.mean((noisy - clean_image) ** 2))))
+    assert ratios[1] < 1.05 * ratios[0]
     # Pooled over channels; never below the plain estimate (a tile of background only).
     black = np.clip(0.1 * rng.standard_normal((3, 64, 64)), 0, 1)
     assert clipped_noise_sigma(black) >= estimate_noise_sigma(black) > 0
