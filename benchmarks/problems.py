@@ -33,6 +33,8 @@ CROPS = {
     # The fundus photograph's rim: 41 % black background, where σ 25 noise is clipped at 0 (as a
     # big image's corner tiles are, benchmarks/denoise_large.py).
     "retinaedge": lambda: data.retina()[100:356, 100:356],
+    # The first of the 9 tiles the planner cuts the 1411² retina into (37 % black).
+    "retinacorner": lambda: data.retina()[0:544, 0:544],
     # A dim, low-contrast 8-bit image (as many microscopy exports are): the camera crop squeezed
     # into 90-154 of 0-255.
     "dimcamera": lambda: np.rint(90 + data.camera()[64:320, 160:416] * (64 / 255)).astype(np.uint8),
