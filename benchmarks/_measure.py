@@ -71,6 +71,24 @@ def dip_run(observed: np.ndarray, truth: np.ndarray | None, task: str, every: in
     return np.clip(result.image, 0, 1), seconds, extra
 
 
+def logged_run(run) -> tuple[object, float]:
+    """Drive a ``restore_iter`` run to its end, printing the planner's notes and a progress line a
+    minute; its result and seconds."""
+    start = last = time.perf_counter()
+    try:
+        while True:
+            event = next(run)
+            now = time.perf_counter()
+            if event.message:
+                print(f"[{now - start:7.0f} s] {event.message}", flush=True)
+            elif now - last > 60:
+                last = now
+                print(f"[{now - start:7.0f} s] {event.part or 'fit'} iteration {event.iteration}/{event.iterations}"
+                      f" eta {event.eta and round(event.eta)} s", flush=True)
+    except StopIteration as done:
+        return done.value, time.perf_counter() - start
+
+
 def as_uint8(image: np.ndarray) -> np.ndarray:
     image = np.clip(np.asarray(image, dtype=np.float64), 0, 1)
     if image.ndim == 2:

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _measure import picture, psnr, ssim
+from _measure import logged_run, picture, psnr, ssim
+from curve import _value
 
 FIELDS = ("image", "size", "sigma", "method", "psnr", "ssim", "seconds", "peak_rss_gib", "threads",
           "iterations", "plan", "stop", "command")
@@ -50,35 +51,13 @@ def _peak() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
-def _value(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
 def run_dip(noisy: np.ndarray, args) -> tuple[np.ndarray, dict]:
     from napari_dip.core import restore_iter
 
     advanced = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
     run = restore_iter(noisy, "denoise", preset=args.preset, threads=args.threads, seed=0,
                        preview_seconds=None, **advanced)
-    start = last = time.perf_counter()
-    try:
-        while True:
-            event = next(run)
-            now = time.perf_counter()
-            if event.message:
-                print(f"[{now - start:7.0f} s] {event.message}", flush=True)
-            elif now - last > 60:
-                last = now
-                print(f"[{now - start:7.0f} s] {event.part or 'fit'} iteration {event.iteration}/{event.iterations}"
-                      f" eta {event.eta and round(event.eta)} s", flush=True)
-    except StopIteration as done:
-        result = done.value
-    seconds = time.perf_counter() - start
+    result, seconds = logged_run(run)
     return np.clip(np.asarray(result.image, dtype=np.float32), 0, 1), {
         "seconds": round(seconds, 1), "iterations": result.iterations, "plan": result.plan,
         "stop": result.stop_message}

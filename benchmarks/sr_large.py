@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import resource
-import time
 from pathlib import Path
 
 import numpy as np
-from _measure import picture, psnr, ssim, write
+from _measure import logged_run, picture, psnr, ssim, write
 from PIL import Image
 
 
@@ -60,20 +59,7 @@ def main() -> None:
 
     extra = {} if args.iterations is None else {"iterations": args.iterations}
     run = restore_iter(low, "sr", scale=4, threads=args.threads, preview_seconds=None, **extra)
-    start = last = time.perf_counter()
-    try:
-        while True:
-            event = next(run)
-            now = time.perf_counter()
-            if event.message:
-                print(f"[{now - start:7.0f} s] {event.message}", flush=True)
-            elif now - last > 60:
-                last = now
-                print(f"[{now - start:7.0f} s] {event.part or 'fit'} iteration {event.iteration}/{event.iterations}"
-                      f" eta {event.eta and round(event.eta)} s", flush=True)
-    except StopIteration as done:
-        result = done.value
-    seconds = time.perf_counter() - start
+    result, seconds = logged_run(run)
     image = np.clip(np.asarray(result.image, dtype=np.float32) / 255, 0, 1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     rows.append({"method": "DIP default", "psnr": round(psnr(truth, image), 2), "ssim": round(ssim(truth, image), 4),

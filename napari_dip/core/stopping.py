@@ -114,22 +114,16 @@ def clipped_noise_sigma(image: np.ndarray, low: float = 0.0, high: float = 1.0) 
     x = x[..., :h, :w]
     at_bound = (x <= low) | (x >= high)
     diagonal = _haar_diagonal(x)
-    if not at_bound.any():
-        return float(np.median(np.abs(diagonal)) / 0.6745)
-    corners = (x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2])
-    bounded = (at_bound[..., 0::2, 0::2] | at_bound[..., 0::2, 1::2]
-               | at_bound[..., 1::2, 0::2] | at_bound[..., 1::2, 1::2])
-    block_mean = sum(corners) / 4
-
-    def mad(usable: np.ndarray, otherwise: float) -> float:
-        return float(np.median(np.abs(diagonal[usable])) / 0.6745) if usable.mean() >= _FEWEST_BLOCKS else otherwise
-
     plain = float(np.median(np.abs(diagonal)) / 0.6745)
-    sigma = mad(~bounded, plain)
+    if not at_bound.any():
+        return plain
+    free = ~(at_bound[..., 0::2, 0::2] | at_bound[..., 0::2, 1::2]
+             | at_bound[..., 1::2, 0::2] | at_bound[..., 1::2, 1::2])
+    sigma = float(np.median(np.abs(diagonal[free])) / 0.6745) if free.mean() >= _FEWEST_BLOCKS else plain
     if sigma == 0:
         return plain
     t, mean, square = _CLIPPING
-    local = _box3(block_mean)
+    local = _box3((x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 4)
     from_low = np.interp((local - low) / sigma, mean, t).clip(0)
     from_high = np.interp((high - local) / sigma, mean, t).clip(0)
     ratio = np.interp(from_low, t, square) + np.interp(from_high, t, square) - 1
