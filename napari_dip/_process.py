@@ -125,6 +125,7 @@ def run_in_process(
     with _main_module_hidden():
         process.start()
     sender.close()
+    ended = False
     try:
         while not cancel.is_set():
             if keep is not None and keep.is_set():
@@ -145,15 +146,21 @@ def run_in_process(
                 ) from None
             if kind == "event":
                 yield payload
-            elif kind == "result":
+                continue
+            ended = True  # the worker sent its last message and is exiting on its own
+            if kind == "result":
                 return payload
-            else:
-                is_value_error, name, text = payload
-                raise ValueError(text) if is_value_error else RuntimeError(f"{name}: {text}")
+            is_value_error, name, text = payload
+            raise ValueError(text) if is_value_error else RuntimeError(f"{name}: {text}")
         return None
     finally:
+        # Cancelled, or closed early (a kept preview): nothing the worker could still send is
+        # wanted, and a worker in a compile would not see `stop` for seconds, so it is killed at
+        # once (the compile cache writes its files atomically). One that has sent its result
+        # gets a moment to exit by itself.
         stop.set()
-        process.join(_CANCEL_GRACE_SECONDS)
+        if ended:
+            process.join(_CANCEL_GRACE_SECONDS)
         if process.is_alive():
             process.kill()
             process.join(1.0)

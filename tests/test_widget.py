@@ -859,6 +859,8 @@ def test_cancel_during_a_compile_ends_the_worker_process_within_a_second(viewer,
     widget.cancel()
     qtbot.waitUntil(lambda: not widget.running, timeout=3000)
     print(f"\ncancel during a compile: {(time.perf_counter() - start) * 1000:.0f} ms")
+    # About 0.5 s here: the worker is killed at once, and most of the rest is napari's own
+    # gc.collect() when the hidden preview layer is removed (0.36-0.57 s in this test process).
     assert time.perf_counter() - start < 1.0
     assert [layer.name for layer in viewer.layers] == ["noisy astronaut"]
     assert "Cancelled" in widget.status.text()
