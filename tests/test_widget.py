@@ -834,9 +834,9 @@ def test_a_compiling_run_goes_to_a_worker_process_and_never_stalls_the_viewer(ma
     qtbot.waitUntil(lambda: not widget.running, timeout=2000)
     times = np.array([click, *ticks])
     gaps = np.diff(times)
-    # The click's own answer (gaps of 0.2-0.3 s here: napari adding the hidden preview layer takes
-    # 0.17 s of it, then a first draw) is bounded apart from the compile and the steps after it, which must never
-    # hold the viewer for more than 0.2 s.
+    # The click's own answer (gaps of 0.2-0.3 s here: napari adding the hidden preview layer
+    # takes 0.17 s of it, then a first draw) is bounded apart from the compile and the steps
+    # after it, which must never hold the viewer for more than 0.2 s.
     answer, later = gaps[times[:-1] < click + 1.0], gaps[times[:-1] >= click + 1.0]
     print(f"\ncompile in a worker process: first step after {first_step - click:.1f} s; "
           f"largest GUI gap in the click's first second {answer.max() * 1000:.0f} ms, "
