@@ -55,6 +55,17 @@ def format_seconds(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def time_left(eta: float | None, latest: float | None = None) -> str:
+    """``about 42 s left``, or ``about 42 s left, at most 4 min 10 s`` where automatic stopping
+    may well end the run much later than its guess (``latest``); ``""`` when unknown."""
+    if eta is None:
+        return ""
+    text = f"about {format_seconds(eta)} left"
+    if latest is not None and latest > 1.25 * eta + 5:
+        text += f", at most {format_seconds(latest)}"
+    return text
+
+
 # What a step costs per pixel besides the network's multiply-adds, in multiply-adds: the code, the
 # loss, the normalisation and the optimiser's passes over memory. Fitted so that the work of the
 # fast and paper networks relative to the default's matches their measured steps (0.50 and 4.85

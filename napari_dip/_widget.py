@@ -39,7 +39,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ._curve import LossCurve
-from ._estimate import Calibration, Estimate, describe_device, estimate_run, format_seconds
+from ._estimate import Calibration, Estimate, describe_device, estimate_run, format_seconds, time_left
 from ._layer_data import (
     Region,
     fill_mask,
@@ -1154,14 +1154,17 @@ class RestorationWidget(QWidget):
             self._run_notes.append(event.message[0].upper() + event.message[1:] + ".")
             self.status.setText(" ".join(self._run_notes))
             return
-        left = f" · about {_format_seconds(event.eta)} left" if event.eta is not None else ""
+        left = time_left(event.eta, getattr(event, "eta_latest", None))
+        left = f" · {left}" if left else ""
         best = getattr(event, "best_iteration", None)
         if event.part is None and self._run_auto:
             # The cap is not where it ends: the bar shows the share of the time the run is
-            # expected to take, which shrinks as the stop comes near.
+            # expected to take, and never steps back when the expected end moves away.
             total = event.elapsed + (event.eta or 0.0)
+            shown = self.progress.value() if self.progress.maximum() == STACK_PROGRESS_STEPS else 0
             self.progress.setRange(0, STACK_PROGRESS_STEPS)
-            self.progress.setValue(round(STACK_PROGRESS_STEPS * event.elapsed / total) if total > 0 else 0)
+            share = round(STACK_PROGRESS_STEPS * event.elapsed / total) if total > 0 else 0
+            self.progress.setValue(max(shown, share))
             self.progress.setFormat("%p %")
             found = f" · best at {best}" if best is not None else ""
             self._show_step(

@@ -395,6 +395,40 @@ def test_variance_rule_keeps_precedence_once_the_variance_has_risen():
     assert all(kinds[i] is None for i in range(95, 110)) and kinds[110] == "noise"
 
 
+def test_the_forecast_of_the_stop_follows_the_rule_that_will_end_the_run():
+    from napari_dip.core.stopping import WindowedVarianceStopper
+
+    def stopper_after(variances):
+        stopper = WindowedVarianceStopper(window=10, patience=500, min_iterations=50, lag=40)
+        for iteration, variance in enumerate(variances):
+            stopper.observe_variance(iteration, variance)
+        return stopper, len(variances)
+
+    cap = 3000
+    # Lowest at iteration 100, then rising: the rise ends the run lag after the low (at 141).
+    stopper, done = stopper_after([1.0] * 100 + [0.5] + [0.7] * 19)
+    assert stopper.forecast(done, cap) == (141 - done, cap - done)
+    # New lows every iteration from 15 (tracking starts) to 399: the guess is that they go on
+    # for as long again (to 783), then the lag; the most is still the cap.
+    stopper, done = stopper_after([1.0 / (i + 1) for i in range(400)])
+    assert stopper.forecast(done, cap) == (399 + 384 + 40 + 1 - done, cap - done)
+    # No new low for more than the lag: the patience after the last low, guess and bound alike.
+    stopper, done = stopper_after([1.0 / (i + 1) for i in range(300)] + [1.0] * 100)
+    assert stopper.forecast(done, cap) == (300 + 500 - done,) * 2
+    # Never past the cap, never below zero; before the first tracked iteration: the soonest end.
+    assert stopper.forecast(done, 700) == (300, 300) and stopper.forecast(900, 700) == (0, 0)
+    fresh, _ = stopper_after([1.0] * 5)
+    assert fresh.forecast(5, cap) == (15 + 40 + 1 - 5, cap - 5)
+    # The run really ends where the first forecast said.
+    stopper, done = stopper_after([1.0] * 100 + [0.5])
+    guess, _ = stopper.forecast(done, cap)
+    for iteration in range(done, cap):
+        stopper.observe_variance(iteration, 0.7)  # 40 % above the low
+        if stopper.should_stop:
+            break
+    assert iteration + 1 == done + guess
+
+
 def test_denoising_hands_the_estimated_noise_level_to_the_stopper(monkeypatch, camera48, tiny):
     from napari_dip.core import engine
     from napari_dip.core.stopping import WindowedVarianceStopper

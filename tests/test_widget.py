@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
+import threading
 import time
 
 import numpy as np
@@ -728,6 +731,14 @@ def test_format_seconds():
     assert _format_seconds(128 * 60 + 5) == "2 h 08 min"
 
 
+def test_time_left_adds_the_most_only_where_it_is_far_beyond_the_guess():
+    from napari_dip._estimate import time_left
+
+    assert time_left(None) == time_left(None, 10.0) == ""
+    assert time_left(26.0) == time_left(26.0, 26.0) == time_left(26.0, 37.0) == "about 26 s left"
+    assert time_left(26.0, 600.0) == "about 26 s left, at most 10 min 00 s"
+
+
 def test_no_stale_progress_or_messages(viewer, qtbot):
     data, meta, _ = noisy_sample(size=32)[0]
     viewer.add_image(data, **meta)
@@ -858,16 +869,26 @@ def test_cancel_during_a_compile_ends_the_worker_process_within_a_second(viewer,
     widget = make_widget(viewer)
     configure(widget, iterations=1_000_000)
     widget.compile.setCurrentText("on")
+    before = set(multiprocessing.active_children())
     widget.run()
     qtbot.wait(3000)  # the worker is compiling: no step has come back yet
     assert widget.running and widget.progress.value() == 0
+    (worker,) = set(multiprocessing.active_children()) - before
+    # The worker's end, timed in a thread of its own: the GUI thread is busy removing the layer.
+    watcher = threading.Thread(target=multiprocessing.connection.wait, args=([worker.sentinel], 5.0))
     start = time.perf_counter()
+    watcher.start()
     widget.cancel()
-    qtbot.waitUntil(lambda: not widget.running, timeout=3000)
-    print(f"\ncancel during a compile: {(time.perf_counter() - start) * 1000:.0f} ms")
-    # About 0.5 s here: the worker is killed at once, and most of the rest is napari's own
-    # gc.collect() when the hidden preview layer is removed (0.36-0.57 s in this test process).
-    assert time.perf_counter() - start < 1.0
+    watcher.join()
+    ended = time.perf_counter() - start
+    qtbot.waitUntil(lambda: not widget.running, timeout=5000)
+    idle = time.perf_counter() - start
+    print(f"\ncancel during a compile: worker ended after {ended * 1000:.0f} ms, "
+          f"widget idle after {idle * 1000:.0f} ms")
+    # The worker is killed at once (about 0.1 s). Most of the rest is napari's own gc.collect()
+    # when the hidden preview layer is removed: 0.36-0.57 s alone, more in a long test session
+    # (its heap), so the widget gets a looser bound than our own part.
+    assert ended < 1.0 and idle < 3.0
     assert [layer.name for layer in viewer.layers] == ["noisy astronaut"]
     assert "Cancelled" in widget.status.text()
 
@@ -979,6 +1000,11 @@ def test_a_bar_that_stops_by_itself_follows_the_time_left(viewer):
     assert share == pytest.approx(300 / 326, abs=0.002) and widget.progress.format() == "%p %"
     status = widget.status.text()
     assert "stops by itself, at most 2400" in status and "best at 725" in status and "about 26 s left" in status
+    # While the variance still sets new lows the end may be much later than the guess: the most
+    # it can take is said too, and a guess that moves away never moves the bar back.
+    widget._on_progress(Progress(1600, 2400, 0.01, 304.0, 40.0, best_iteration=1599, eta_latest=152.0))
+    assert "about 40 s left, at most 2 min 32 s" in widget.status.text()
+    assert widget.progress.value() / widget.progress.maximum() == pytest.approx(300 / 326, abs=0.002)
     widget._run_auto = False
     widget._on_progress(Progress(1577, 2400, 0.01, 300.0, 26.0))
     assert (widget.progress.value(), widget.progress.maximum()) == (1577, 2400)

@@ -169,7 +169,7 @@ def _from_tile(event: TileProgress) -> Progress:
         return Progress(0, 0, math.nan, event.elapsed, None, message=event.message, fraction=event.fraction)
     step = event.step
     part = f"{event.kind} {event.tile + 1}/{event.tiles}"
-    return replace(step, elapsed=event.elapsed, eta=event.eta, fraction=event.fraction,
+    return replace(step, elapsed=event.elapsed, eta=event.eta, eta_latest=event.eta_latest, fraction=event.fraction,
                    part=part, preview=event.preview, output=None)
 
 
@@ -180,8 +180,8 @@ def _from_plane(event: PlaneProgress) -> Progress:
         return Progress(0, 0, math.nan, event.elapsed, event.eta, message=event.message, fraction=event.fraction,
                         part=part)
     tiles = f", {event.tile.kind} {event.tile.tile + 1}/{event.tile.tiles}" if event.tile.tiles > 1 else ""
-    return replace(step, elapsed=event.elapsed, eta=event.eta, fraction=event.fraction, part=part + tiles,
-                   preview=None, output=None)
+    return replace(step, elapsed=event.elapsed, eta=event.eta, eta_latest=event.eta_latest, fraction=event.fraction,
+                   part=part + tiles, preview=None, output=None)
 
 
 def _summary(runs: list[dict], options: RestoreOptions, image: Any, elapsed: float, plan: str) -> Restoration:
@@ -301,6 +301,9 @@ def _show(bar, event: Any):
     # Time-based estimates wobble; a bar that steps back looks broken.
     bar.n = max(bar.n, 100 * fraction)
     left = f"{event.eta:.0f}s" if event.eta is not None else "?"
+    latest = getattr(event, "eta_latest", None)
+    if event.eta is not None and latest is not None and latest > 1.25 * event.eta + 5:
+        left += f" (at most {latest:.0f}s)"
     step = getattr(event, "iteration", None)
     postfix = {"it": step} if step is not None else {}
     if getattr(event, "part", None):

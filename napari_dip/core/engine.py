@@ -59,6 +59,9 @@ class Progress:
     # inpainting the average's error on held-out pixels) and its best iteration so far.
     signal: float | None = None
     best_iteration: int | None = None
+    # With automatic stopping by the variance rule, the most seconds the run may still take
+    # from what the rule has seen (``eta`` is its guess): the cap while the variance still falls.
+    eta_latest: float | None = None
 
     @property
     def done_fraction(self) -> float:
@@ -270,12 +273,14 @@ def fit(
             last_preview = now
             preview = _to_numpy(average)
             output = _to_numpy(out)
+        eta, eta_latest = _eta(done, settings, stopper, step_times)
         yield Progress(
             iteration=done,
             iterations=settings.iterations,
             loss=loss_value,
             elapsed=now - start,
-            eta=_eta(done, settings, stopper, step_times),
+            eta=eta,
+            eta_latest=eta_latest,
             preview=preview,
             output=output,
             backtracked=backtracked,
@@ -317,20 +322,22 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor[0].detach().float().cpu().numpy()
 
 
-def _eta(done: int, settings: Settings, stopper: WindowedVarianceStopper | None, step_times: list[float]) -> float:
-    """Seconds left: the iteration cap, or sooner if auto-stop's patience will run out first."""
+def _eta(done: int, settings: Settings, stopper: WindowedVarianceStopper | HoldoutStopper | None,
+         step_times: list[float]) -> tuple[float, float | None]:
+    """Seconds left (the iteration cap, or sooner where auto-stop will end the run first) and,
+    for the variance rule, the most seconds left (see :meth:`WindowedVarianceStopper.forecast`)."""
     recent = step_times[-20:]
     per_step = sorted(recent)[len(recent) // 2]
+    if isinstance(stopper, WindowedVarianceStopper):
+        guess, latest = stopper.forecast(done, settings.iterations)
+        return guess * per_step, latest * per_step
     remaining = settings.iterations - done
-    since = getattr(stopper, "clock_iteration", getattr(stopper, "best_iteration", -1))
-    if stopper is not None and since >= 0:
-        by_patience = since + 1 + stopper.patience - done
-        if isinstance(stopper, HoldoutStopper):
-            # The clock resets while the held-out error still falls: the patience alone would
-            # promise an end that keeps moving away (measured: "6 s left", then 21 s more).
-            by_patience = max(by_patience, stopper.expected_stop() - done)
+    if stopper is not None and stopper.clock_iteration >= 0:
+        # The clock resets while the held-out error still falls: the patience alone would
+        # promise an end that keeps moving away (measured: "6 s left", then 21 s more).
+        by_patience = max(stopper.clock_iteration + 1 + stopper.patience, stopper.expected_stop()) - done
         remaining = min(remaining, max(by_patience, settings.min_iterations - done, 0))
-    return remaining * per_step
+    return remaining * per_step, None
 
 
 def _keep(held: torch.Tensor | None, average: torch.Tensor) -> torch.Tensor:

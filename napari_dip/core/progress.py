@@ -6,9 +6,11 @@ __all__ = ["overall_progress"]
 
 
 def overall_progress(
-    part: int, parts: int, finished_seconds: list[float], elapsed: float, eta: float | None
-) -> tuple[float, float | None]:
-    """Fraction done and seconds left over all parts, from the progress of the current one.
+    part: int, parts: int, finished_seconds: list[float], elapsed: float, eta: float | None,
+    eta_latest: float | None = None,
+) -> tuple[float, float | None, float | None]:
+    """Fraction done and seconds left over all parts (a guess and, where the current part has
+    one, the latest), from the progress of the current one.
 
     Parameters
     ----------
@@ -19,17 +21,23 @@ def overall_progress(
     elapsed, eta : float
         Seconds spent on the current part, and its own estimate of the seconds left (``None``
         when unknown).
+    eta_latest : float, optional
+        The most seconds the current part may still take (automatic stopping's bound).
 
     Returns
     -------
     fraction : float
         In [0, 1].
-    eta : float or None
-        Seconds left for all parts.
+    eta, eta_latest : float or None
+        Seconds left for all parts; the parts still to come are counted at the finished parts'
+        mean time, or before any has finished at the current part's guess (and latest).
     """
     if eta is None:
-        return part / parts, None
+        return part / parts, None, None
     # Time, not iterations: with automatic stopping the iteration cap says little about the end.
     current = elapsed / (elapsed + eta) if elapsed + eta > 0 else 0.0
-    per_part = sum(finished_seconds) / len(finished_seconds) if finished_seconds else elapsed + eta
-    return (part + current) / parts, eta + (parts - part - 1) * per_part
+    mean = sum(finished_seconds) / len(finished_seconds) if finished_seconds else None
+    later = parts - part - 1
+    total = eta + later * (elapsed + eta if mean is None else mean)
+    latest = None if eta_latest is None else eta_latest + later * (elapsed + eta_latest if mean is None else mean)
+    return (part + current) / parts, total, latest

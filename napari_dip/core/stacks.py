@@ -52,6 +52,7 @@ class PlaneProgress:
     tile: TileProgress | None = None
     restored: np.ndarray | None = None
     message: str | None = None
+    eta_latest: float | None = None  # the most seconds left (see Progress.eta_latest)
 
 
 @dataclass
@@ -219,8 +220,9 @@ def _relay(
         if event.step is None:
             return PlaneProgress(plane, planes, position, plane / planes, time.perf_counter() - start, None,
                                  message=event.message)
-        fraction, eta = overall_progress(plane, planes, finished, event.elapsed, event.eta)
-        return PlaneProgress(plane, planes, position, fraction, time.perf_counter() - start, eta, tile=event)
+        fraction, eta, latest = overall_progress(plane, planes, finished, event.elapsed, event.eta, event.eta_latest)
+        return PlaneProgress(plane, planes, position, fraction, time.perf_counter() - start, eta, tile=event,
+                             eta_latest=latest)
 
     return (yield from relay(run, as_plane_event))
 

@@ -86,6 +86,7 @@ class TileProgress:
     message: str | None = None
     preview: np.ndarray | None = None  # the whole image, on the tile's preview steps
     kind: str = "tile"  # or "window": a window around painted pixels (inpainting)
+    eta_latest: float | None = None  # the most seconds left (see Progress.eta_latest)
 
 
 @dataclass
@@ -711,7 +712,8 @@ def _as_region_event(index: int, count: int, window: tuple[slice, slice], finish
             return replace(inner, tile=index, tiles=count, window=window, kind="window", fraction=index / count,
                            elapsed=time.perf_counter() - start, preview=None)
         # The window's own time so far and left (it may be cut into tiles), over all windows.
-        fraction, eta = overall_progress(index, count, finished, time.perf_counter() - part_start, inner.eta)
+        fraction, eta, latest = overall_progress(index, count, finished, time.perf_counter() - part_start,
+                                                 inner.eta, inner.eta_latest)
         # A window fitted whole previews in its steps; one cut into tiles in its own events.
         part = inner.preview if inner.preview is not None else inner.step.preview if inner.tiles == 1 else None
         preview = None
@@ -719,7 +721,7 @@ def _as_region_event(index: int, count: int, window: tuple[slice, slice], finish
             preview = restored.copy()
             preview[layout.window_index(window)] = part
         return TileProgress(index, count, window, fraction, time.perf_counter() - start, eta, step=inner.step,
-                            preview=preview, kind="window")
+                            preview=preview, kind="window", eta_latest=latest)
 
     return event
 
@@ -810,9 +812,9 @@ def _drive(
     """Relay one fit's steps as tile events; return its result."""
 
     def as_tile_event(step: Progress) -> TileProgress:
-        fraction, eta = overall_progress(tile, tiles, finished, step.elapsed, step.eta)
+        fraction, eta, latest = overall_progress(tile, tiles, finished, step.elapsed, step.eta, step.eta_latest)
         preview = canvas.with_tile(window, step.preview) if canvas is not None and step.preview is not None else None
         return TileProgress(tile, tiles, window, fraction, time.perf_counter() - start, eta, step=step,
-                            preview=preview)
+                            preview=preview, eta_latest=latest)
 
     return (yield from relay(run, as_tile_event))
