@@ -533,7 +533,7 @@ def test_a_mask_per_plane_of_a_stack_is_read_as_one(tmp_path, command):
 
 
 def test_iterations_and_non_finite_values_are_refused_with_a_fix_that_works():
-    from napari_dip.core import restore
+    from napari_dip.core import restore, restore_iter
 
     with pytest.raises(ValueError, match=r"^the mask must hold numbers or booleans \(nonzero = fill\), not <U1"):
         restore(np.zeros((16, 16), np.uint8), "inpaint", mask=np.full((16, 16), "a"), iterations=1)
@@ -545,6 +545,12 @@ def test_iterations_and_non_finite_values_are_refused_with_a_fix_that_works():
     with pytest.raises(ValueError, match=r"^the image contains 1 NaN .*replace them with numbers before restoring "
                                          r"\(to have them filled, give them any value and mark them in an inpainting"):
         restore(image, iterations=1)
+    # Cut into tiles, the one NaN is counted once and refused before the first tile's fit.
+    tiled = np.zeros((96, 96), np.float32)
+    tiled[90, 90] = np.nan
+    run = restore_iter(tiled, iterations=1, tile_size=48, overlap=8)
+    with pytest.raises(ValueError, match=r"^the image contains 1 NaN or infinite value\(s\)"):
+        next(run)
     psf = np.ones((3, 3))
     psf[1, 1] = np.inf
     with pytest.raises(ValueError, match=r"^the PSF contains 1 NaN or infinite value\(s\); replace them with numbers$"):

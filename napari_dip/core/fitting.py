@@ -86,6 +86,10 @@ def check_image(image: Any) -> None:
         raise ValueError(f"the image is empty (shape {tuple(image.shape)})")
     if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(dtype, np.complexfloating):
         raise ValueError(f"the image must hold real numbers, got dtype {dtype}")
+    if isinstance(image, np.ndarray):
+        # Here, before any work: a tile's own check would come after the whole image's value
+        # range had spread one NaN over every pixel (and counted them all).
+        check_finite(image)
 
 
 def spatial_mask(mask: Any, spatial: tuple[int, ...]) -> np.ndarray:
