@@ -76,6 +76,7 @@ def replay(path: Path) -> dict:
         error = np.log2(np.maximum(np.array(values), 1) / np.maximum(actual, 1))
         result[name] = (np.median(error), np.percentile(error, 10), np.percentile(error, 90))
         result[name + "_within_2x"] = float(np.mean(np.abs(error) <= 1))
+        result[name + "_hits"] = (int(np.sum(np.abs(error) <= 1)), len(error))
     return result
 
 
@@ -96,9 +97,10 @@ def main() -> None:
     for name in ("before", "now"):
         medians = np.array([row[name][0] for row in rows])
         within = np.mean([row[name + "_within_2x"] for row in rows])
+        hits, count = (sum(row[name + "_hits"][i] for row in rows) for i in (0, 1))
         print(f"{name}: median of the runs' median errors {np.median(medians):+.2f}, "
-              f"largest {medians[np.argmax(np.abs(medians))]:+.2f}; within 2× at {within:.0%} of the iterations "
-              "(mean over runs)")
+              f"largest {medians[np.argmax(np.abs(medians))]:+.2f}; within 2× at {within:.0%} of a run's "
+              f"iterations (mean over runs), at {hits / count:.0%} of all iterations pooled (long runs weigh more)")
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with args.csv.open("w", newline="") as handle:

@@ -56,13 +56,13 @@ def format_seconds(seconds: float) -> str:
 
 
 def time_left(eta: float | None, latest: float | None = None) -> str:
-    """``about 42 s left``, or ``about 42 s left, at most 4 min 10 s`` where automatic stopping
-    may well end the run much later than its guess (``latest``); ``""`` when unknown."""
+    """``about 42 s left``, or ``about 42 s left (4 min 10 s at the cap)`` where automatic
+    stopping may well end the run much later than its guess (``latest``); ``""`` when unknown."""
     if eta is None:
         return ""
     text = f"about {format_seconds(eta)} left"
     if latest is not None and latest > 1.25 * eta + 5:
-        text += f", at most {format_seconds(latest)}"
+        text += f" ({format_seconds(latest)} at the cap)"
     return text
 
 

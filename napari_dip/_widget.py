@@ -80,6 +80,13 @@ if TYPE_CHECKING:
 
 _format_seconds = format_seconds  # the widget's name for it, kept for callers
 
+
+def _time_left_suffix(event) -> str:
+    """`` · about 30 s left`` (with the time to the cap where that is much later), or ``""``."""
+    left = time_left(event.eta, getattr(event, "eta_latest", None))
+    return f" · {left}" if left else ""
+
+
 __all__ = ["TASK_CHOICES", "LayerComboBox", "RestorationWidget", "RunPlan", "StackResultLayer"]
 
 # (label, core task, super-resolution factor): one row per entry of the Task menu, from the
@@ -1154,17 +1161,18 @@ class RestorationWidget(QWidget):
             self._run_notes.append(event.message[0].upper() + event.message[1:] + ".")
             self.status.setText(" ".join(self._run_notes))
             return
-        left = time_left(event.eta, getattr(event, "eta_latest", None))
-        left = f" · {left}" if left else ""
+        left = _time_left_suffix(event)
         best = getattr(event, "best_iteration", None)
         if event.part is None and self._run_auto:
             # The cap is not where it ends: the bar shows the share of the time the run is
-            # expected to take, and never steps back when the expected end moves away.
+            # expected to take. It does not wobble back with the step times, but it does step
+            # back when the expected end moves (the output started settling again).
             total = event.elapsed + (event.eta or 0.0)
             shown = self.progress.value() if self.progress.maximum() == STACK_PROGRESS_STEPS else 0
             self.progress.setRange(0, STACK_PROGRESS_STEPS)
             share = round(STACK_PROGRESS_STEPS * event.elapsed / total) if total > 0 else 0
-            self.progress.setValue(max(shown, share))
+            wobble = 0 < shown - share <= STACK_PROGRESS_STEPS // 50
+            self.progress.setValue(shown if wobble else share)
             self.progress.setFormat("%p %")
             found = f" · best at {best}" if best is not None else ""
             self._show_step(
@@ -1272,7 +1280,7 @@ class RestorationWidget(QWidget):
         self.progress.setValue(round(event.fraction * STACK_PROGRESS_STEPS))
         plane = f"Plane {event.plane + 1} / {event.planes}"
         self.progress.setFormat(plane)
-        left = f" · about {_format_seconds(event.eta)} left" if event.eta is not None else ""
+        left = _time_left_suffix(event)
         if event.restored is not None:
             # Even once Cancel is pressed: a finished plane is kept.
             self._stack_result.fill(event)

@@ -405,7 +405,10 @@ def test_the_forecast_of_the_stop_follows_the_rule_that_will_end_the_run():
         return stopper, len(variances)
 
     cap = 3000
-    # Lowest at iteration 100, then rising: the rise ends the run lag after the low (at 141).
+    # Lowest at iteration 100, then flat: lag after the low (at 141) if it rises, as long again
+    # as the lows came (15-100) if they go on; once the rise is seen, the rise's end.
+    stopper, done = stopper_after([1.0 / (i + 1) for i in range(101)] + [1.0 / 101] * 19)
+    assert stopper.forecast(done, cap) == (100 + 85 + 40 + 1 - done, cap - done)
     stopper, done = stopper_after([1.0] * 100 + [0.5] + [0.7] * 19)
     assert stopper.forecast(done, cap) == (141 - done, cap - done)
     # New lows every iteration from 15 (tracking starts) to 399: the guess is that they go on
@@ -419,6 +422,15 @@ def test_the_forecast_of_the_stop_follows_the_rule_that_will_end_the_run():
     assert stopper.forecast(done, 700) == (300, 300) and stopper.forecast(900, 700) == (0, 0)
     fresh, _ = stopper_after([1.0] * 5)
     assert fresh.forecast(5, cap) == (15 + 40 + 1 - 5, cap - 5)
+    # Nothing tracked past the soonest end (every step diverged): only the cap is known.
+    untracked = WindowedVarianceStopper(window=10, patience=500, min_iterations=50, lag=40)
+    assert untracked.forecast(100, cap) == (cap - 100, cap - 100)
+    # A patience shorter than the lag: the settled stop comes before any rise could end the run,
+    # so the patience stands in for the lag (lows from 15 to 30, as long again, then 20).
+    short = WindowedVarianceStopper(window=10, patience=20, min_iterations=10, lag=40)
+    for iteration, variance in enumerate([1.0 / (i + 1) for i in range(31)] + [1.0 / 31] * 10):
+        short.observe_variance(iteration, variance)
+    assert short.forecast(41, cap) == (30 + 15 + 20 + 1 - 41, cap - 41)
     # The run really ends where the first forecast said.
     stopper, done = stopper_after([1.0] * 100 + [0.5])
     guess, _ = stopper.forecast(done, cap)

@@ -736,7 +736,7 @@ def test_time_left_adds_the_most_only_where_it_is_far_beyond_the_guess():
 
     assert time_left(None) == time_left(None, 10.0) == ""
     assert time_left(26.0) == time_left(26.0, 26.0) == time_left(26.0, 37.0) == "about 26 s left"
-    assert time_left(26.0, 600.0) == "about 26 s left, at most 10 min 00 s"
+    assert time_left(26.0, 600.0) == "about 26 s left (10 min 00 s at the cap)"
 
 
 def test_no_stale_progress_or_messages(viewer, qtbot):
@@ -1000,11 +1000,14 @@ def test_a_bar_that_stops_by_itself_follows_the_time_left(viewer):
     assert share == pytest.approx(300 / 326, abs=0.002) and widget.progress.format() == "%p %"
     status = widget.status.text()
     assert "stops by itself, at most 2400" in status and "best at 725" in status and "about 26 s left" in status
-    # While the variance still sets new lows the end may be much later than the guess: the most
-    # it can take is said too, and a guess that moves away never moves the bar back.
-    widget._on_progress(Progress(1600, 2400, 0.01, 304.0, 40.0, best_iteration=1599, eta_latest=152.0))
-    assert "about 40 s left, at most 2 min 32 s" in widget.status.text()
+    # While the variance still sets new lows the end may be much later than the guess: the time
+    # to the cap is said too. The bar does not wobble back with the step times (304 of 334 s is
+    # 91 %, a hair below the 92 % shown) but steps back when the expected end moves away.
+    widget._on_progress(Progress(1600, 2400, 0.01, 304.0, 30.0, best_iteration=1599, eta_latest=152.0))
+    assert "about 30 s left (2 min 32 s at the cap)" in widget.status.text()
     assert widget.progress.value() / widget.progress.maximum() == pytest.approx(300 / 326, abs=0.002)
+    widget._on_progress(Progress(1610, 2400, 0.01, 306.0, 140.0, best_iteration=1609, eta_latest=150.0))
+    assert widget.progress.value() / widget.progress.maximum() == pytest.approx(306 / 446, abs=0.002)
     widget._run_auto = False
     widget._on_progress(Progress(1577, 2400, 0.01, 300.0, 26.0))
     assert (widget.progress.value(), widget.progress.maximum()) == (1577, 2400)

@@ -303,7 +303,7 @@ def _show(bar, event: Any):
     left = f"{event.eta:.0f}s" if event.eta is not None else "?"
     latest = getattr(event, "eta_latest", None)
     if event.eta is not None and latest is not None and latest > 1.25 * event.eta + 5:
-        left += f" (at most {latest:.0f}s)"
+        left += f" ({latest:.0f}s at the cap)"
     step = getattr(event, "iteration", None)
     postfix = {"it": step} if step is not None else {}
     if getattr(event, "part", None):
