@@ -320,7 +320,13 @@ def _restore(args: argparse.Namespace) -> int:
     # Every output is checked before any work: it must be writable, hold the result, and be no file read.
     reads = {"input": args.input, "mask": args.mask, "PSF": args.psf, "guide": args.guide}
     # Before torch is imported (the task registry would import it), so a bad output fails at once.
-    io.check_output(args.output, image, scale=(args.scale or 1) if args.task == "sr" else 1, reads=reads)
+    like = image
+    if args.task == "inpaint" and args.mask is not None and image.dtype.kind == "f":
+        from .core.arrays import finite_copy  # numpy only
+
+        # NaN under the mask is filled (the core refuses any outside it): the result is finite.
+        like = finite_copy(image)
+    io.check_output(args.output, like, scale=(args.scale or 1) if args.task == "sr" else 1, reads=reads)
     if args.mask is not None:
         mask = _read_volume_mask(args.mask, image) if args.volume else _read_mask(args.mask)
     psf = io.read_psf(args.psf) if args.psf is not None else None

@@ -542,9 +542,35 @@ def test_iterations_and_non_finite_values_are_refused_with_a_fix_that_works():
     with pytest.raises(ValueError, match=r"^iterations must be at most 10000000, got 100000000000$"):
         restore(image, iterations=10**11)
     image[3, 3] = np.nan
-    with pytest.raises(ValueError, match=r"^the image contains 1 NaN .*replace them with numbers before restoring "
-                                         r"\(to have them filled, give them any value and mark them in an inpainting"):
+    with pytest.raises(ValueError, match=r"^the image contains 1 NaN .*replace them with numbers before restoring, "
+                                         r"or mark them in an inpainting mask to have them filled$"):
         restore(image, iterations=1)
+    # The fix works as said: under a mask the NaN is filled, and nothing else changes.
+    mask = np.zeros((16, 16), bool)
+    mask[2:5, 2:5] = True
+    image[8, 8] = 0.25
+    kept = image.copy()
+    filled = restore(image, "inpaint", mask=mask, iterations=2, channels=8, scales=2)
+    assert np.isfinite(filled).all() and np.array_equal(filled[~mask], image[~mask])
+    assert np.array_equal(image, kept, equal_nan=True)  # the caller's array keeps its NaN
+    image[0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"^the image contains 1 NaN or infinite value\(s\) outside the inpainting "
+                                         r"mask; paint them into the mask to have them filled, or replace them"):
+        restore(image, "inpaint", mask=mask, iterations=2)
+    # One channel's NaN under a mask shared by the channels, and a mask per plane of a stack.
+    rgb = np.zeros((16, 16, 3), np.float32)
+    rgb[3, 3, 1] = np.nan
+    assert np.isfinite(restore(rgb, "inpaint", mask=mask, channel_axis=-1, iterations=2, channels=8,
+                               scales=2)).all()
+    stack = np.zeros((2, 16, 16), np.float32)
+    stack[1, 3, 3] = np.nan
+    per_plane = np.zeros((2, 16, 16), bool)
+    per_plane[1, 2:5, 2:5] = True
+    assert np.isfinite(restore(stack, "inpaint", mask=per_plane, iterations=2, channels=8, scales=2)).all()
+    per_plane[1] = False
+    per_plane[0, 2:5, 2:5] = True
+    with pytest.raises(ValueError, match=r"^the image contains 1 NaN or infinite value\(s\) outside the inpainting"):
+        restore(stack, "inpaint", mask=per_plane, iterations=2)
     # Cut into tiles, the one NaN is counted once and refused before the first tile's fit.
     tiled = np.zeros((96, 96), np.float32)
     tiled[90, 90] = np.nan
@@ -555,6 +581,30 @@ def test_iterations_and_non_finite_values_are_refused_with_a_fix_that_works():
     psf[1, 1] = np.inf
     with pytest.raises(ValueError, match=r"^the PSF contains 1 NaN or infinite value\(s\); replace them with numbers$"):
         restore(np.zeros((16, 16), np.float32), "deblur", psf=psf, iterations=1)
+
+
+def test_cli_fills_nan_under_the_mask_and_refuses_nan_outside_it(tmp_path):
+    image = np.random.default_rng(3).random((32, 32)).astype(np.float32)
+    image[10, 10] = np.nan
+    source = _tiff(tmp_path / "scan.tif", image)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:13, 8:13] = 255
+    _png(tmp_path / "m.png", mask)
+    before = _files(tmp_path)
+    args = [str(source), "--task", "inpaint", "--mask", str(tmp_path / "m.png"), "--iterations", "2"]
+    done = _cli([*args, "-o", str(tmp_path / "o.tif")], timeout=300)
+    assert done.returncode == 0, done.stderr
+    restored = tifffile.imread(tmp_path / "o.tif")
+    assert np.isfinite(restored).all() and np.array_equal(restored[mask == 0], image[mask == 0])
+    after = _files(tmp_path)
+    assert {name: after[name] for name in before} == before  # the inputs are as they were
+
+    image[0, 0] = np.nan
+    _tiff(tmp_path / "scan.tif", image)
+    done = _cli([*args, "-o", str(tmp_path / "o2.tif")], timeout=300)
+    assert done.returncode == 2 and not (tmp_path / "o2.tif").exists()
+    assert done.stderr.startswith("napari-dip: error: the image contains 1 NaN or infinite value(s) outside the "
+                                  "inpainting mask; paint them into the mask")
 
 
 def test_rgba_mask_alpha_is_ignored(tmp_path):

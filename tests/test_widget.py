@@ -157,6 +157,23 @@ def test_inpainting_changes_only_the_masked_pixels(viewer, qtbot):
     np.testing.assert_array_equal(result[~painted], image[~painted])
 
 
+def test_nan_pixels_under_the_mask_are_filled_and_the_layer_keeps_them(viewer, qtbot):
+    image = np.random.default_rng(5).random((32, 32)).astype(np.float32)
+    image[8:12, 8:12] = np.nan  # dead pixels, painted over
+    source = viewer.add_image(image, name="scan")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[7:13, 7:13] = 1
+    viewer.add_labels(mask, name="scan mask")
+    widget = make_widget(viewer)
+    configure(widget, task="inpaint", iterations=5)
+
+    run_to_end(qtbot, widget)
+
+    result = viewer.layers["scan (DIP inpaint)"].data
+    assert np.isfinite(result).all() and np.array_equal(result[mask == 0], image[mask == 0])
+    assert np.isnan(source.data[8:12, 8:12]).all()  # the input layer is as it was
+
+
 def test_a_plane_too_big_for_memory_is_tiled_in_the_current_plane_mode(viewer, qtbot, monkeypatch):
     import napari_dip.core.api as api
     import napari_dip.core.tiling as tiling

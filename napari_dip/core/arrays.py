@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Intensity", "to_channels_first", "from_channels_first", "pad_to_multiple", "check_finite"]
+__all__ = ["Intensity", "to_channels_first", "from_channels_first", "pad_to_multiple", "check_finite", "finite_copy"]
 
 
 def check_finite(array: np.ndarray, name: str = "image") -> None:
@@ -20,12 +20,20 @@ def check_finite(array: np.ndarray, name: str = "image") -> None:
             raise ValueError(f"the {name} contains {int(bad.sum())} NaN or infinite value(s); {finite_fix(name)}")
 
 
+def finite_copy(array: np.ndarray) -> np.ndarray:
+    """A copy with every NaN or infinite value replaced by the smallest finite one (0 if none):
+    for pixels that are to be filled, whose values nothing reads, so the range is kept."""
+    finite = np.isfinite(array)
+    filled = array.copy()
+    filled[~finite] = array[finite].min() if finite.any() else 0
+    return filled
+
+
 def finite_fix(name: str) -> str:
     """What to do about NaN or infinite values in ``name`` (the image, the PSF, the guide...)."""
     if name == "image":
         # Inpainting fits the known pixels only, but reads the range and dtype of every pixel.
-        return ("replace them with numbers before restoring (to have them filled, give them any value "
-                "and mark them in an inpainting mask)")
+        return "replace them with numbers before restoring, or mark them in an inpainting mask to have them filled"
     return "replace them with numbers"
 
 

@@ -79,14 +79,15 @@ class Restoration:
         return values
 
 
-def check_image(image: Any) -> None:
-    """Refuse, with one sentence, what is not an image of real numbers."""
+def check_image(image: Any, finite: bool = True) -> None:
+    """Refuse, with one sentence, what is not an image of real numbers (with ``finite``, also an
+    array holding NaN or infinite values)."""
     dtype = np.dtype(image.dtype)
     if 0 in tuple(image.shape):
         raise ValueError(f"the image is empty (shape {tuple(image.shape)})")
     if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(dtype, np.complexfloating):
         raise ValueError(f"the image must hold real numbers, got dtype {dtype}")
-    if isinstance(image, np.ndarray):
+    if finite and isinstance(image, np.ndarray):
         # Here, before any work: a tile's own check would come after the whole image's value
         # range had spread one NaN over every pixel (and counted them all).
         check_finite(image)

@@ -149,6 +149,18 @@ class Layout:
             index[mask_axes.index(axis)] = at
         return np.asarray(mask[tuple(index)])
 
+    def mask_covers(self, mask: Any) -> np.ndarray:
+        """Where a mask (checked by :meth:`check_mask`) is nonzero, broadcast to the image's shape."""
+        mask = np.asarray(mask) != 0
+        if mask.ndim == len(self.spatial_axes):
+            # The plane's mask, in the spatial axes' order, put on those axes of the image.
+            order = np.argsort(self.spatial_axes)
+            others = tuple(axis for axis in range(len(self.shape)) if axis not in self.spatial_axes)
+            mask = np.expand_dims(mask.transpose(order), others)
+        elif self.channel_axis is not None:
+            mask = np.expand_dims(mask, self.channel_axis)
+        return np.broadcast_to(mask, self.shape)
+
     def check_mask(self, mask: Any) -> None:
         """A mask is one plane's spatial shape (shared by all planes) or the array's without channels."""
         if mask is None:
