@@ -338,3 +338,17 @@ def test_threads_are_chosen_once_for_a_run_of_many_fits(monkeypatch, movie):
     restore(np.tile(movie[0], (3, 2)), iterations=1, tile_size=32, overlap=8, **NETWORK)  # 12 tiles
     restore(movie, iterations=1, **NETWORK)  # 3 planes
     assert calls.count(None) == 2
+
+
+def test_the_command_line_bar_ends_full_when_the_run_stops_by_itself(capsys):
+    from napari_dip.core import Progress
+    from napari_dip.core.api import consume
+
+    def stops_early():
+        yield Progress(300, 2400, 0.01, 3.0, 20.0, eta_latest=200.0)
+        return "result"
+
+    assert consume(stops_early(), progress=True) == "result"
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    assert any("left=20s (200s at the cap)" in line for line in bar)
+    assert "100/100%" in bar[-1] and "done" in bar[-1]

@@ -305,6 +305,10 @@ def consume(run: Generator, progress: bool | Callable[[Any], Any] | None = None)
             elif callable(progress):
                 progress(event)
     except StopIteration as done:
+        if bar is not None:  # a run that stops by itself ends before the time it was given
+            bar.n = 100
+            bar.set_postfix_str("done", refresh=False)
+            bar.refresh()
         return done.value
     finally:
         if bar is not None:
