@@ -322,10 +322,12 @@ def _restore(args: argparse.Namespace) -> int:
     # Before torch is imported (the task registry would import it), so a bad output fails at once.
     like = image
     if args.task == "inpaint" and args.mask is not None and image.dtype.kind == "f":
+        import numpy as np
+
         from .core.arrays import finite_copy  # numpy only
 
         # NaN under the mask is filled (the core refuses any outside it): the result is finite.
-        like = finite_copy(image)
+        like = image if np.isfinite(image).all() else finite_copy(image)
     io.check_output(args.output, like, scale=(args.scale or 1) if args.task == "sr" else 1, reads=reads)
     if args.mask is not None:
         mask = _read_volume_mask(args.mask, image) if args.volume else _read_mask(args.mask)

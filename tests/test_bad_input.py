@@ -567,6 +567,22 @@ def test_iterations_and_non_finite_values_are_refused_with_a_fix_that_works():
     per_plane = np.zeros((2, 16, 16), bool)
     per_plane[1, 2:5, 2:5] = True
     assert np.isfinite(restore(stack, "inpaint", mask=per_plane, iterations=2, channels=8, scales=2)).all()
+    # The same through the stack's and the tiles' own entry points (the widget's all-planes run).
+    from napari_dip.core import consume
+    from napari_dip.core.stacks import restore_stack_iter
+    from napari_dip.core.tiling import restore_tiled_iter
+
+    tiny = dict(iterations=2, channels=8, scales=2, preview_seconds=None)
+    assert np.isfinite(consume(restore_stack_iter(stack, "inpaint", mask=per_plane, **tiny)).image).all()
+    assert np.isfinite(consume(restore_tiled_iter(stack[1], "inpaint", mask=per_plane[1], **tiny)).image).all()
+    # Each channel is filled with its own smallest value: its fitted range does not move.
+    two = np.stack([np.linspace(10, 20, 256).reshape(16, 16), np.linspace(100, 200, 256).reshape(16, 16)])
+    two = two.astype(np.float32)
+    own = two.copy()
+    two[1, 3, 3] = np.nan
+    own[1, 3, 3] = 100
+    assert np.array_equal(restore(two, "inpaint", mask=mask, channel_axis=0, seed=0, **tiny),
+                          restore(own, "inpaint", mask=mask, channel_axis=0, seed=0, **tiny))
     per_plane[1] = False
     per_plane[0, 2:5, 2:5] = True
     with pytest.raises(ValueError, match=r"^the image contains 1 NaN or infinite value\(s\) outside the inpainting"):

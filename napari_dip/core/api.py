@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .arrays import check_finite, finite_copy
 from .engine import Progress
-from .fitting import Restoration, check_image, fit_array, network_shape, relay
+from .fitting import Restoration, check_image, check_unknown_pixels, fit_array, network_shape, relay
 from .guide import check_guide
 from .layout import Layout
 from .memory import default_budget
@@ -54,7 +53,7 @@ def plan_run(image: Any, options: RestoreOptions) -> tuple[str, Layout, int | No
     check_image(image, finite=False)
     layout = Layout.of(tuple(image.shape), options.channel_axis, axes=options.axes, volume=options.volume)
     layout.check_mask(options.mask)
-    _check_unknown_pixels(image, options, layout)
+    check_unknown_pixels(image, options, layout)
     check_guide(options.guide, layout, options.factor)
     if options.volume:
         if layout.plane_axes:
@@ -91,28 +90,6 @@ def plan_compiles(image: Any, options: RestoreOptions) -> bool:
     return resolve_compile(settings.compile, _device(options), pixels, len(spatial), settings.iterations)
 
 
-def _fills_unknown(image: Any, options: RestoreOptions) -> bool:
-    """Inpainting with a mask: NaN or infinite pixels under it are to be filled like any other."""
-    return (isinstance(image, np.ndarray) and options.mask is not None and options.spec.needs_mask
-            and np.issubdtype(image.dtype, np.floating))
-
-
-def _check_unknown_pixels(image: Any, options: RestoreOptions, layout: Layout) -> None:
-    """Refuse NaN or infinite values, counted, with the fix; for inpainting only those outside the
-    mask (those under it are filled, and nothing reads their values)."""
-    if not _fills_unknown(image, options):
-        if isinstance(image, np.ndarray):
-            check_finite(image)
-        return
-    unknown = ~np.isfinite(image)
-    outside = int(np.count_nonzero(unknown & ~layout.mask_covers(options.mask))) if unknown.any() else 0
-    if outside:
-        raise ValueError(
-            f"the image contains {outside} NaN or infinite value(s) outside the inpainting mask; paint them "
-            "into the mask to have them filled, or replace them with numbers"
-        )
-
-
 def restore_iter(
     image: Any,
     task: str = "denoise",
@@ -138,8 +115,6 @@ def restore_iter(
     if not hasattr(image, "shape") or not hasattr(image, "dtype"):
         image = np.asarray(image)
     kind, layout, tile = plan_run(image, options)
-    if _fills_unknown(image, options) and not np.isfinite(image).all():
-        image = finite_copy(image)  # a copy: the caller's array keeps its NaN
     if kind == "regions" and (initial_state is not None or keep_state):
         # Weights handed on or in are those of one fit of the whole plane.
         tile = plan_tile_size(layout, options)

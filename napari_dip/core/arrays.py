@@ -22,7 +22,8 @@ def check_finite(array: np.ndarray, name: str = "image") -> None:
 
 def finite_copy(array: np.ndarray) -> np.ndarray:
     """A copy with every NaN or infinite value replaced by the smallest finite one (0 if none):
-    for pixels that are to be filled, whose values nothing reads, so the range is kept."""
+    what a result can hold where such pixels are filled (the command line checks its output's
+    range on it before any work; the fit fills each channel on its own)."""
     finite = np.isfinite(array)
     filled = array.copy()
     filled[~finite] = array[finite].min() if finite.any() else 0

@@ -93,6 +93,54 @@ def check_image(image: Any, finite: bool = True) -> None:
         check_finite(image)
 
 
+def check_unknown_pixels(image: Any, options: Any, layout: Layout) -> bool:
+    """Refuse NaN or infinite values in ``image``, counted, with the fix; for inpainting with a
+    mask only those outside it (those under it are filled like any painted pixel, and nothing
+    reads their values). True where there are such pixels to fill. Lazy arrays are not read."""
+    if not isinstance(image, np.ndarray):
+        return False
+    fills = options.mask is not None and options.spec.needs_mask and np.issubdtype(image.dtype, np.floating)
+    if not fills:
+        check_finite(image)
+        return False
+    unknown = ~np.isfinite(image)
+    if not unknown.any():
+        return False
+    try:
+        layout.check_mask(options.mask)
+    except ValueError:
+        return False  # the mask's own check says what is wrong with it
+    outside = int(np.count_nonzero(unknown & ~layout.mask_covers(options.mask)))
+    if outside:
+        raise ValueError(
+            f"the image contains {outside} NaN or infinite value(s) outside the inpainting mask; paint them "
+            "into the mask to have them filled, or replace them with numbers"
+        )
+    return True
+
+
+def unknown_pixels_filled(image: Any, options: Any, layout: Layout) -> Any:
+    """``image``, or where it has NaN or infinite pixels under an inpainting mask a copy holding
+    each channel's smallest finite value there (so no channel's range moves); the caller's array
+    keeps its NaN. Refuses the rest as :func:`check_unknown_pixels` does."""
+    if not check_unknown_pixels(image, options, layout):
+        return image
+    filled = image.copy()
+    channels = [filled] if layout.channel_axis is None else [
+        filled.take(c, axis=layout.channel_axis) for c in range(layout.channels)]
+    for c, channel in enumerate(channels):
+        finite = np.isfinite(channel)
+        value = channel[finite].min() if finite.any() else 0
+        if layout.channel_axis is None:
+            filled[~finite] = value
+        else:
+            index = [slice(None)] * filled.ndim
+            index[layout.channel_axis] = c
+            view = filled[tuple(index)]
+            view[~finite] = value
+    return filled
+
+
 def spatial_mask(mask: Any, spatial: tuple[int, ...]) -> np.ndarray:
     """The boolean fill mask (True = fill), checked against the image's spatial shape."""
     mask = np.asarray(mask)
@@ -294,10 +342,11 @@ def fit_array(
     :class:`Restoration`.
     """
     image = np.asarray(image)
-    check_image(image)
+    check_image(image, finite=False)
     layout = layout or Layout.of(image.shape, options.channel_axis, axes=options.axes, volume=options.volume)
     if layout.plane_axes:
         raise ValueError(f"an image of shape {image.shape} has planes: restore it through restore()")
+    image = unknown_pixels_filled(image, options, layout)
     chw = layout.to_channels_first(image)
     check_finite(chw)
     spatial = chw.shape[1:]

@@ -32,7 +32,7 @@ import torch
 from .arrays import Intensity, from_channels_first
 from .device import select_device
 from .engine import Progress
-from .fitting import check_image, fit_array, relay, with_threads
+from .fitting import check_image, fit_array, relay, unknown_pixels_filled, with_threads
 from .guide import check_guide, cut_guide
 from .layout import Layout
 from .memory import default_budget, fit_bytes_per_pixel
@@ -524,7 +524,7 @@ def restore_tiled_iter(
         options = RestoreOptions.from_kwargs(task, **kwargs)
     elif kwargs:
         raise TypeError(f"give either options or keywords, not both: {', '.join(kwargs)}")
-    check_image(image)
+    check_image(image, finite=False)
     layout = Layout.of(tuple(image.shape), options.channel_axis, axes=options.axes)
     if layout.plane_axes:
         raise ValueError(
@@ -535,6 +535,7 @@ def restore_tiled_iter(
         raise ValueError(
             f"mask shape {np.shape(options.mask)} does not match the image's spatial shape {layout.spatial}"
         )
+    image = unknown_pixels_filled(image, options, layout)
     check_guide(options.guide, layout, options.factor)
     # Warm starts hand on weights per tile of a fixed grid; windows follow each plane's mask.
     windows = None if initial_states is not None or keep_state else plan_regions(layout, options)
