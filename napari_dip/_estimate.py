@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .core.progress import says_latest
 from .core.settings import Settings
 
 __all__ = ["Calibration", "Estimate", "STEP_COST", "describe_device", "estimate_run", "format_seconds",
@@ -61,7 +62,7 @@ def time_left(eta: float | None, latest: float | None = None) -> str:
     if eta is None:
         return ""
     text = f"about {format_seconds(eta)} left"
-    if latest is not None and latest > 1.25 * eta + 5:
+    if says_latest(eta, latest):
         text += f" ({format_seconds(latest)} at the cap)"
     return text
 

@@ -24,6 +24,7 @@ from .layout import Layout
 from .memory import default_budget
 from .options import RestoreOptions
 from .presets import TASKS, resolve_settings
+from .progress import says_latest
 from .stacks import PlaneProgress, StackRestoration, restore_stack_iter
 from .tasks import TASKS as TASK_SPECS
 from .tiling import TiledRestoration, TileProgress, plan_regions, plan_tile_size, plan_tiles, restore_tiled_iter
@@ -50,7 +51,7 @@ def plan_run(image: Any, options: RestoreOptions) -> tuple[str, Layout, int | No
 
     Checks the image and its layout first, so a bad one is refused before any work.
     """
-    check_image(image, finite=False)
+    check_image(image)
     layout = Layout.of(tuple(image.shape), options.channel_axis, axes=options.axes, volume=options.volume)
     layout.check_mask(options.mask)
     check_unknown_pixels(image, options, layout)
@@ -307,7 +308,7 @@ def _show(bar, event: Any):
     bar.n = max(bar.n, 100 * fraction)
     left = f"{event.eta:.0f}s" if event.eta is not None else "?"
     latest = getattr(event, "eta_latest", None)
-    if event.eta is not None and latest is not None and latest > 1.25 * event.eta + 5:
+    if says_latest(event.eta, latest):
         left += f" ({latest:.0f}s at the cap)"
     step = getattr(event, "iteration", None)
     postfix = {"it": step} if step is not None else {}

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Intensity", "to_channels_first", "from_channels_first", "pad_to_multiple", "check_finite", "finite_copy"]
+__all__ = ["Intensity", "to_channels_first", "from_channels_first", "pad_to_multiple", "check_finite", "finite_copy",
+           "fill_nonfinite"]
 
 
 def check_finite(array: np.ndarray, name: str = "image") -> None:
@@ -20,13 +21,18 @@ def check_finite(array: np.ndarray, name: str = "image") -> None:
             raise ValueError(f"the {name} contains {int(bad.sum())} NaN or infinite value(s); {finite_fix(name)}")
 
 
-def finite_copy(array: np.ndarray) -> np.ndarray:
-    """A copy with every NaN or infinite value replaced by the smallest finite one (0 if none):
-    what a result can hold where such pixels are filled (the command line checks its output's
-    range on it before any work; the fit fills each channel on its own)."""
+def fill_nonfinite(array: np.ndarray) -> None:
+    """Replace, in place, every NaN or infinite value by the smallest finite one (0 if none)."""
     finite = np.isfinite(array)
+    array[~finite] = array[finite].min() if finite.any() else 0
+
+
+def finite_copy(array: np.ndarray) -> np.ndarray:
+    """A copy with :func:`fill_nonfinite` applied: what a result can hold where such pixels are
+    filled (the command line checks its output's range on it before any work; the fit fills
+    each channel on its own)."""
     filled = array.copy()
-    filled[~finite] = array[finite].min() if finite.any() else 0
+    fill_nonfinite(filled)
     return filled
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .arrays import Intensity, check_finite, from_channels_first, pad_to_multiple
+from .arrays import Intensity, check_finite, fill_nonfinite, from_channels_first, pad_to_multiple
 from .device import choose_threads, select_device, torch_threads
 from .engine import STOP_REASONS, Progress, fit
 from .guide import guide_code
@@ -79,18 +79,14 @@ class Restoration:
         return values
 
 
-def check_image(image: Any, finite: bool = True) -> None:
-    """Refuse, with one sentence, what is not an image of real numbers (with ``finite``, also an
-    array holding NaN or infinite values)."""
+def check_image(image: Any) -> None:
+    """Refuse, with one sentence, what is not an image of real numbers (NaN and infinite values:
+    :func:`check_unknown_pixels`, once the layout and mask are known)."""
     dtype = np.dtype(image.dtype)
     if 0 in tuple(image.shape):
         raise ValueError(f"the image is empty (shape {tuple(image.shape)})")
     if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(dtype, np.complexfloating):
         raise ValueError(f"the image must hold real numbers, got dtype {dtype}")
-    if finite and isinstance(image, np.ndarray):
-        # Here, before any work: a tile's own check would come after the whole image's value
-        # range had spread one NaN over every pixel (and counted them all).
-        check_finite(image)
 
 
 def check_unknown_pixels(image: Any, options: Any, layout: Layout) -> bool:
@@ -126,18 +122,8 @@ def unknown_pixels_filled(image: Any, options: Any, layout: Layout) -> Any:
     if not check_unknown_pixels(image, options, layout):
         return image
     filled = image.copy()
-    channels = [filled] if layout.channel_axis is None else [
-        filled.take(c, axis=layout.channel_axis) for c in range(layout.channels)]
-    for c, channel in enumerate(channels):
-        finite = np.isfinite(channel)
-        value = channel[finite].min() if finite.any() else 0
-        if layout.channel_axis is None:
-            filled[~finite] = value
-        else:
-            index = [slice(None)] * filled.ndim
-            index[layout.channel_axis] = c
-            view = filled[tuple(index)]
-            view[~finite] = value
+    for channel in (filled[None] if layout.channel_axis is None else np.moveaxis(filled, layout.channel_axis, 0)):
+        fill_nonfinite(channel)  # a view: it fills ``filled``
     return filled
 
 
@@ -342,13 +328,12 @@ def fit_array(
     :class:`Restoration`.
     """
     image = np.asarray(image)
-    check_image(image, finite=False)
+    check_image(image)
     layout = layout or Layout.of(image.shape, options.channel_axis, axes=options.axes, volume=options.volume)
     if layout.plane_axes:
         raise ValueError(f"an image of shape {image.shape} has planes: restore it through restore()")
     image = unknown_pixels_filled(image, options, layout)
     chw = layout.to_channels_first(image)
-    check_finite(chw)
     spatial = chw.shape[1:]
     settings = options.settings
     spec = options.spec

@@ -153,10 +153,8 @@ class Layout:
         """Where a mask (checked by :meth:`check_mask`) is nonzero, broadcast to the image's shape."""
         mask = np.asarray(mask) != 0
         if mask.ndim == len(self.spatial_axes):
-            # The plane's mask, in the spatial axes' order, put on those axes of the image.
-            order = np.argsort(self.spatial_axes)
-            others = tuple(axis for axis in range(len(self.shape)) if axis not in self.spatial_axes)
-            mask = np.expand_dims(mask.transpose(order), others)
+            # The plane's mask, put on the image's spatial axes (ascending, as Layout.of gives them).
+            mask = np.expand_dims(mask, tuple(axis for axis in range(len(self.shape)) if axis not in self.spatial_axes))
         elif self.channel_axis is not None:
             mask = np.expand_dims(mask, self.channel_axis)
         return np.broadcast_to(mask, self.shape)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["overall_progress"]
+__all__ = ["overall_progress", "says_latest"]
+
+
+def says_latest(eta: float | None, latest: float | None) -> bool:
+    """Whether the time to the cap (``latest``) is far enough beyond the guess to be shown."""
+    return eta is not None and latest is not None and latest > 1.25 * eta + 5
 
 
 def overall_progress(

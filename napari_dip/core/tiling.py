@@ -524,7 +524,7 @@ def restore_tiled_iter(
         options = RestoreOptions.from_kwargs(task, **kwargs)
     elif kwargs:
         raise TypeError(f"give either options or keywords, not both: {', '.join(kwargs)}")
-    check_image(image, finite=False)
+    check_image(image)
     layout = Layout.of(tuple(image.shape), options.channel_axis, axes=options.axes)
     if layout.plane_axes:
         raise ValueError(
